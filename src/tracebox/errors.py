@@ -1,0 +1,92 @@
+"""Errors raised by tracebox itself.
+
+Exceptions raised by *user code* are never raised at the caller: they are data in a
+:class:`~tracebox.types.RunResult`. Everything below is about the runtime.
+
+    TraceboxError
+    ├── SandboxError                  a worker could not be started or confined
+    │   └── IsolationUnavailable      a confinement layer is missing on this machine (fails closed)
+    ├── ProtocolError                 a worker sent something malformed or oversized
+    ├── SessionError
+    │   ├── SessionDead               the worker died (hard kill, crash); the session is unusable
+    │   ├── SessionClosed             the session was closed by its owner
+    │   └── SessionBusy               a second call arrived while a run was in progress
+    ├── TransferError (ValueError)    put/get of a value failed
+    │   ├── UnpicklableValue          the value cannot be pickled (or unpickled) on its way
+    │   ├── ValueTooLarge             the pickled value exceeds Limits.max_transfer_bytes
+    │   └── NameNotFound (KeyError)   get() of a name the session does not define
+    └── RuntimeClosed                 the Runtime was closed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IsolationUnavailable",
+    "NameNotFound",
+    "ProtocolError",
+    "RuntimeClosed",
+    "SandboxError",
+    "SessionBusy",
+    "SessionClosed",
+    "SessionDead",
+    "SessionError",
+    "TraceboxError",
+    "TransferError",
+    "UnpicklableValue",
+    "ValueTooLarge",
+]
+
+
+class TraceboxError(Exception):
+    """Root of every error the runtime raises."""
+
+
+class SandboxError(TraceboxError, RuntimeError):
+    """A worker could not be started or confined."""
+
+
+class IsolationUnavailable(SandboxError):
+    """A required isolation layer is missing; nothing runs unconfined."""
+
+
+class ProtocolError(TraceboxError):
+    """The worker broke the wire protocol (malformed, oversized or unexpected frame)."""
+
+
+class SessionError(TraceboxError):
+    """A session cannot serve the request."""
+
+
+class SessionDead(SessionError):
+    """The session's worker is gone; create a new session."""
+
+
+class SessionClosed(SessionError):
+    """The session was closed."""
+
+
+class SessionBusy(SessionError):
+    """A session runs one request at a time."""
+
+
+class TransferError(TraceboxError, ValueError):
+    """A value could not be passed into or out of a session."""
+
+
+class UnpicklableValue(TransferError):
+    """The value cannot make the trip (pickling or safe unpickling failed)."""
+
+
+class ValueTooLarge(TransferError):
+    """The pickled value is larger than the session allows."""
+
+
+class NameNotFound(TransferError, KeyError):
+    """The session's namespace has no such name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RuntimeClosed(TraceboxError):
+    """The runtime was closed; start a new one."""

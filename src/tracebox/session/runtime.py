@@ -1,0 +1,156 @@
+"""The Runtime owns the template, the warm pool and every session it created."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from typing import Any
+
+from tracebox.errors import RuntimeClosed
+from tracebox.sandbox.confine import SpawnLimits
+from tracebox.session.output import OutputCallback
+from tracebox.session.pool import WarmPool
+from tracebox.session.session import Session
+from tracebox.session.template import Template
+from tracebox.types import Limits, RunResult, SessionState
+
+
+def _spawn_limits(limits: Limits) -> SpawnLimits:
+    return SpawnLimits(*limits.spawn_key())
+
+
+class Runtime:
+    """Entry point: ``with Runtime() as rt: s = rt.session(); s.run("1 + 1")``.
+
+    ``limits`` are the defaults for new sessions; sessions with these spawn limits come from a
+    warm pool of ``pool_size`` pre-started workers, others are started on demand.
+    """
+
+    def __init__(self, *, limits: Limits | None = None, pool_size: int = 2,
+                 python: str | None = None) -> None:  # fmt: skip
+        self.limits = limits or Limits()
+        self._template = Template(python=python)
+        self._pool = WarmPool(self._template, _spawn_limits(self.limits), pool_size)
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def python_version(self) -> str:
+        return self._template.python_version
+
+    def session(self, *, limits: Limits | None = None, stateful: bool = True) -> Session:
+        """A new confined session, ready to run code."""
+        if self._closed:
+            raise RuntimeClosed("the runtime is closed")
+        limits = limits or self.limits
+        if limits.spawn_key() == self.limits.spawn_key():
+            worker = self._pool.acquire()
+        else:
+            worker = self._template.spawn(_spawn_limits(limits), f"s{secrets.token_hex(4)}")
+        session = Session(worker, id=secrets.token_hex(6), limits=limits, stateful=stateful,
+                          on_close=self._forget)  # fmt: skip
+        with self._lock:
+            if self._closed:
+                session.close()
+                raise RuntimeClosed("the runtime is closed")
+            self._sessions[session.id] = session
+        return session
+
+    def sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def wait_warm(self, timeout: float = 30.0) -> bool:
+        """Block until the warm pool is full."""
+        return self._pool.wait_full(timeout)
+
+    def _forget(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.pop(session.id, None)
+
+    def close(self) -> None:
+        """Close every session, the pool and the template. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sessions = list(self._sessions.values())
+        for s in sessions:
+            s.close()
+        self._pool.close()
+        self._template.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncSession:
+    """``Session`` with async methods; each call runs in a worker thread of the event loop."""
+
+    def __init__(self, session: Session) -> None:
+        self.sync = session
+
+    @property
+    def id(self) -> str:
+        return self.sync.id
+
+    @property
+    def state(self) -> SessionState:
+        return self.sync.state
+
+    async def run(self, code: str, *, on_output: OutputCallback | None = None) -> RunResult:
+        return await asyncio.to_thread(self.sync.run, code, on_output=on_output)
+
+    async def put(self, name: str, value: object) -> None:
+        await asyncio.to_thread(self.sync.put, name, value)
+
+    async def get(self, name: str) -> Any:
+        return await asyncio.to_thread(self.sync.get, name)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncRuntime:
+    """``Runtime`` for asyncio: ``async with AsyncRuntime() as rt: s = await rt.session()``."""
+
+    def __init__(self, *, limits: Limits | None = None, pool_size: int = 2,
+                 python: str | None = None) -> None:  # fmt: skip
+        self._args: dict[str, Any] = {"limits": limits, "pool_size": pool_size, "python": python}
+        self._rt: Runtime | None = None
+
+    @property
+    def sync(self) -> Runtime:
+        if self._rt is None:
+            raise RuntimeClosed("the runtime is not started: use 'async with' or await start()")
+        return self._rt
+
+    async def start(self) -> AsyncRuntime:
+        if self._rt is None:
+            self._rt = await asyncio.to_thread(lambda: Runtime(**self._args))
+        return self
+
+    async def session(self, *, limits: Limits | None = None, stateful: bool = True) -> AsyncSession:
+        rt = self.sync
+        return AsyncSession(await asyncio.to_thread(rt.session, limits=limits, stateful=stateful))
+
+    async def close(self) -> None:
+        if self._rt is not None:
+            await asyncio.to_thread(self._rt.close)
+
+    async def __aenter__(self) -> AsyncRuntime:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

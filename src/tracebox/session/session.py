@@ -1,0 +1,345 @@
+"""A persistent Python session in a confined worker, seen from the host."""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tracebox.errors import (
+    NameNotFound,
+    SessionBusy,
+    SessionClosed,
+    SessionDead,
+    TransferError,
+    UnpicklableValue,
+    ValueTooLarge,
+)
+from tracebox.session import transfer
+from tracebox.session.output import Capture, OutputCallback
+from tracebox.session.process import WorkerProcess
+from tracebox.types import ErrorInfo, Limits, RunResult, RunStatus, SessionState
+from tracebox.worker.protocol import FrameError, FrameReader, encode
+
+_READ_CHUNK = 1 << 16
+_POLL = 0.05  # how often CPU time is checked while a request runs
+_EXIT_WAIT = 2.0
+
+
+class _Reply(BaseModel):
+    """What a worker may answer; anything else is a protocol violation."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    op: Literal["reply"]
+    status: Literal["ok", "error", "timeout", "memory", "missing", "too_large", "sandbox_error"]
+    value: str | None = None
+    error: ErrorInfo | None = None
+    interrupt: Literal["cpu", "signal"] | None = None
+    size: int | None = None
+    detail: str | None = None
+
+
+@dataclass
+class _Exchange:
+    """Everything the host observed while one request ran."""
+
+    reply: _Reply | None = None
+    blob: bytes = b""
+    stdout: str = ""
+    stderr: str = ""
+    cpu: float = 0.0
+    wall: float = 0.0
+    peak_mb: float | None = None
+    interrupted: str | None = None  # the limit for which the host sent SIGINT
+    killed: str | None = None  # the limit for which the host killed the worker
+    death: str | None = None  # why the worker is gone, if it is
+    oom: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Session:
+    """One confined worker whose Python state persists across runs (unless ``stateful=False``).
+
+    Not thread-safe for concurrent calls: a second call while one runs raises ``SessionBusy``.
+    """
+
+    def __init__(
+        self, worker: WorkerProcess, *, id: str, limits: Limits, stateful: bool,
+        on_close: Any = None,
+    ) -> None:  # fmt: skip
+        self.id = id
+        self.limits = limits
+        self.stateful = stateful
+        self._worker = worker
+        self._state = SessionState.READY
+        self._lock = threading.Lock()
+        self._on_close = on_close
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def confinement(self) -> dict[str, Any]:
+        """What the worker reported about its confinement when it started."""
+        return dict(self._worker.confinement)
+
+    def close(self) -> None:
+        """Kill the worker and free its resources. Idempotent."""
+        with self._lock:
+            if self._state is SessionState.CLOSED:
+                return
+            self._state = SessionState.CLOSED
+        self._worker.close()
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self._state.value}>"
+
+    @contextlib.contextmanager
+    def _busy(self) -> Any:
+        if not self._lock.acquire(blocking=False):
+            raise SessionBusy(f"session {self.id} is already running a request")
+        try:
+            if self._state is SessionState.CLOSED:
+                raise SessionClosed(f"session {self.id} is closed")
+            if self._state is SessionState.DEAD:
+                raise SessionDead(f"session {self.id} is dead: its worker was killed or crashed")
+            self._state = SessionState.RUNNING
+            try:
+                yield
+            finally:
+                if self._state is SessionState.RUNNING:
+                    self._state = SessionState.READY
+        finally:
+            self._lock.release()
+
+    # -- public operations -----------------------------------------------------------------
+
+    def run(self, code: str, *, on_output: OutputCallback | None = None) -> RunResult:
+        """Run ``code`` as a notebook cell; the last expression's repr becomes ``value``."""
+        if not isinstance(code, str):
+            raise TypeError(f"code must be str, not {type(code).__name__}")
+        msg = {"op": "run", "code": code, "stateful": self.stateful,
+               "max_value_chars": self.limits.max_value_chars}  # fmt: skip
+        with self._busy():
+            ex = self._exchange(msg, on_output=on_output)
+        return self._result(ex)
+
+    def put(self, name: str, value: object) -> None:
+        """Bind ``name`` in the session's namespace to a copy of ``value`` (pickle protocol 5)."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TransferError(f"not a valid Python name: {name!r}")
+        data = transfer.dumps(value, self.limits.max_transfer_bytes)
+        with self._busy():
+            ex = self._exchange({"op": "put", "name": name}, data)
+        reply = self._transfer_reply(ex, f"put {name!r}")
+        if reply.status == "error":
+            detail = reply.error.message if reply.error else "unknown error"
+            raise UnpicklableValue(f"the session could not unpickle {name!r}: {detail}")
+
+    def get(self, name: str) -> Any:
+        """A copy of the value bound to ``name``; plain data only (see ``session.transfer``)."""
+        if not isinstance(name, str):
+            raise TransferError(f"name must be str, not {type(name).__name__}")
+        msg = {"op": "get", "name": name, "max_bytes": self.limits.max_transfer_bytes}
+        with self._busy():
+            ex = self._exchange(msg)
+        reply = self._transfer_reply(ex, f"get {name!r}")
+        if reply.status == "missing":
+            raise NameNotFound(f"name {name!r} is not defined in session {self.id}")
+        if reply.status == "too_large":
+            raise ValueTooLarge(
+                f"{name!r} pickles to {reply.size} bytes; the limit is "
+                f"{self.limits.max_transfer_bytes} (Limits.max_transfer_bytes)"
+            )
+        if reply.status == "error":
+            detail = f"{reply.error.type}: {reply.error.message}" if reply.error else "unknown"
+            raise UnpicklableValue(f"{name!r} cannot be pickled in the session: {detail}")
+        return transfer.loads_untrusted(ex.blob)
+
+    def ping(self) -> bool:
+        """True if the worker answers."""
+        with self._busy():
+            ex = self._exchange({"op": "ping"})
+        return ex.reply is not None and ex.reply.status == "ok"
+
+    # -- the request loop ------------------------------------------------------------------
+
+    def _transfer_reply(self, ex: _Exchange, what: str) -> _Reply:
+        if ex.reply is None:
+            raise SessionDead(f"{what}: {ex.death}")
+        if ex.reply.status == "timeout":
+            raise TransferError(f"{what} was interrupted by the time limit")
+        if ex.reply.status == "memory":
+            raise TransferError(f"{what} ran out of memory in the session")
+        return ex.reply
+
+    def _exchange(
+        self, msg: dict[str, Any], blob: bytes = b"", on_output: OutputCallback | None = None
+    ) -> _Exchange:
+        """Send one request and watch it until the reply, enforcing time limits."""
+        w, lim, ex = self._worker, self.limits, _Exchange()
+        out = Capture("stdout", lim.max_output_bytes, on_output)
+        err = Capture("stderr", lim.max_output_bytes, on_output)
+        msg["cpu_seconds"] = lim.cpu_seconds
+        w.reset_peak_memory()
+        oom0, cpu0, t0 = w.oom_kills(), w.cpu_seconds(), time.monotonic()
+        reader = FrameReader(max_header=8 * lim.max_value_chars + (1 << 20),
+                             max_blob=lim.max_transfer_bytes)  # fmt: skip
+        pending = b"".join(encode(msg, blob))
+        sel = selectors.DefaultSelector()
+        sel.register(w.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        for fd, cap in ((w.stdout, out), (w.stderr, err)):
+            sel.register(fd, selectors.EVENT_READ, cap)
+        hard_wall = cpu_at_interrupt = None
+        try:
+            while ex.reply is None and ex.death is None:
+                now = time.monotonic()
+                wait = (hard_wall if hard_wall is not None else t0 + lim.wall_seconds) - now
+                for key, events in sel.select(max(0.0, min(wait, _POLL))):
+                    if isinstance(key.data, Capture):
+                        self._drain(key.fd, key.data, sel)
+                    elif events & selectors.EVENT_WRITE and pending:
+                        pending = pending[w.channel.send(pending[: 1 << 20]) :]
+                        if not pending:
+                            sel.modify(w.channel, selectors.EVENT_READ)
+                    elif events & selectors.EVENT_READ:
+                        self._read_reply(reader, ex)
+                if ex.reply is not None or ex.death is not None:
+                    break
+                now, cpu = time.monotonic(), w.cpu_seconds() - cpu0
+                if hard_wall is None:
+                    limit = "wall" if now >= t0 + lim.wall_seconds else None
+                    # the worker's own CPU timer fires first; this also covers its children
+                    if limit is None and cpu >= lim.cpu_seconds + _POLL:
+                        limit = "cpu"
+                    if limit is not None:
+                        ex.interrupted = limit
+                        w.signal(signal.SIGINT)
+                        hard_wall, cpu_at_interrupt = now + lim.grace_seconds, cpu
+                elif now >= hard_wall or (
+                    cpu_at_interrupt is not None and cpu >= cpu_at_interrupt + lim.grace_seconds
+                ):
+                    ex.killed = ex.interrupted
+                    ex.death = "killed at the hard deadline after ignoring the interrupt"
+                    w.kill()
+        finally:
+            sel.close()
+        if ex.death is not None:
+            self._state = SessionState.DEAD
+            w.kill()
+            w.wait_exited(_EXIT_WAIT)
+            if ex.killed is None:
+                w.exit.event.wait(_EXIT_WAIT)
+                ex.death = w.exit.describe()
+        for fd, cap in ((w.stdout, out), (w.stderr, err)):
+            self._drain(fd, cap, None)
+        ex.stdout, ex.stderr = out.text(), err.text()
+        ex.cpu, ex.wall = max(0.0, w.cpu_seconds() - cpu0), time.monotonic() - t0
+        ex.peak_mb = w.peak_memory_mb()
+        ex.oom = w.oom_kills() > oom0
+        return ex
+
+    def _drain(self, fd: int, cap: Capture, sel: selectors.BaseSelector | None) -> None:
+        import os
+
+        while True:
+            try:
+                data = os.read(fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                if sel is not None:
+                    with contextlib.suppress(KeyError, ValueError):
+                        sel.unregister(fd)
+                return
+            cap.feed(data)
+
+    def _read_reply(self, reader: FrameReader, ex: _Exchange) -> None:
+        w = self._worker
+        while ex.reply is None:
+            try:
+                data = w.channel.recv(_READ_CHUNK * 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                ex.death = "the worker closed its channel"
+                return
+            try:
+                frames = reader.feed(data)
+                if frames:
+                    msg, ex.blob = frames[0]
+                    ex.reply = _Reply.model_validate(msg)
+            except (FrameError, ValidationError) as exc:
+                ex.death = f"the worker broke the protocol ({type(exc).__name__}); it was killed"
+                ex.notes.append(str(exc)[:500])
+                w.kill()
+                return
+
+    # -- results ---------------------------------------------------------------------------
+
+    def _result(self, ex: _Exchange) -> RunResult:
+        status: RunStatus
+        error: ErrorInfo | None = None
+        value: str | None = None
+        lim = self.limits
+        if ex.reply is not None:
+            r = ex.reply
+            if r.status == "timeout":
+                which = "cpu" if r.interrupt == "cpu" else (ex.interrupted or "wall")
+                status, error = "timeout", _time_limit(which, lim, alive=True)
+            elif r.status in ("ok", "error", "memory"):
+                status, value, error = r.status, r.value, r.error  # type: ignore[assignment]
+                if status == "memory" and error is None:
+                    error = ErrorInfo(type="MemoryError", message="out of memory")
+            else:
+                status = "sandbox_error"
+                error = ErrorInfo(type="SandboxError", message=r.detail or f"worker: {r.status}")
+        elif ex.killed is not None:
+            status, error = "timeout", _time_limit(ex.killed, lim, alive=False)
+        elif ex.oom:
+            status = "memory"
+            error = ErrorInfo(type="OutOfMemory", message=(
+                f"the session exceeded its memory limit ({lim.memory_mb} MB + "
+                f"{lim.disk_mb} MB of files) and was killed; the session is dead"))  # fmt: skip
+        else:
+            status = "killed"
+            error = ErrorInfo(type="WorkerDied", message=f"{ex.death}; the session is dead")
+        return RunResult(
+            status=status, stdout=ex.stdout, stderr=ex.stderr, value=value, error=error,
+            cpu_seconds=round(ex.cpu, 6), wall_seconds=round(ex.wall, 6),
+            peak_memory_mb=None if ex.peak_mb is None else round(ex.peak_mb, 3),
+            session_alive=self._state is not SessionState.DEAD,
+        )  # fmt: skip
+
+
+def _time_limit(which: str, lim: Limits, *, alive: bool) -> ErrorInfo:
+    what = f"CPU time limit of {lim.cpu_seconds:g} s" if which == "cpu" else (
+        f"wall-clock limit of {lim.wall_seconds:g} s")  # fmt: skip
+    if alive:
+        return ErrorInfo(type="TimeLimitExceeded", message=(
+            f"{what} exceeded: the run was interrupted with KeyboardInterrupt; "
+            "the session and its state are intact"))  # fmt: skip
+    return ErrorInfo(type="TimeLimitExceeded", message=(
+        f"{what} exceeded and the code ignored the interrupt: the worker was killed "
+        f"{lim.grace_seconds:g} s later; the session is dead"))  # fmt: skip

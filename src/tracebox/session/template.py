@@ -1,0 +1,209 @@
+"""Host-side handle of the template (fork server) that starts workers."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tracebox.errors import IsolationUnavailable, ProtocolError, SandboxError
+from tracebox.sandbox import cgroups, rootfs
+from tracebox.sandbox.confine import SpawnLimits
+from tracebox.session.process import ExitNotice, WorkerProcess
+from tracebox.worker import protocol
+
+START_TIMEOUT = 60.0
+HELLO_TIMEOUT = 15.0
+_UID_RANGE = (1 << 20, 1 << 30)  # host uids for workers: far from any real account
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class Template:
+    """Starts confined workers by asking a pre-warmed fork server."""
+
+    def __init__(self, *, python: str | None = None, cgroup_prefix: str | None = None) -> None:
+        if os.geteuid() != 0:
+            raise IsolationUnavailable(
+                "tracebox needs root on the host to set up namespaces, uid maps and cgroups"
+            )
+        self._python = python or sys.executable
+        self._prefix = cgroup_prefix or f"rt{os.getpid()}-{secrets.token_hex(3)}"
+        self._ids = itertools.count()
+        self._pending: dict[int, Future[dict[str, Any]]] = {}
+        self._exits: dict[int, ExitNotice] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._root = tempfile.mkdtemp(prefix="tracebox-root-")
+        self._log = tempfile.TemporaryFile()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock = ours
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+               "PYTHONPATH": _PACKAGE_ROOT, "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+        self._proc = subprocess.Popen(
+            [self._python, "-s", "-m", "tracebox.worker.zygote", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=self._log,
+        )  # fmt: skip
+        theirs.close()
+        config = {"root": self._root, "python": rootfs.python_paths(), "host_pid": os.getpid()}
+        self._sock.send(json.dumps(config).encode())
+        self._sock.settimeout(START_TIMEOUT)
+        try:
+            reply = json.loads(self._sock.recv(1 << 16) or b"{}")
+        except (OSError, ValueError) as exc:
+            reply = {"op": "fatal", "error": repr(exc)}
+        self._sock.settimeout(None)
+        if reply.get("op") != "ready":
+            self.close()
+            raise IsolationUnavailable(
+                f"the sandbox template could not start: {reply.get('error', 'no reply')}"
+                f"{self._log_tail()}"
+            )
+        self.python_version: str = reply["python"]
+        self._reader = threading.Thread(target=self._read, name="tracebox-template", daemon=True)
+        self._reader.start()
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            self._log.seek(0)
+            text = self._log.read()[-2000:].decode(errors="replace").strip()
+            return f"\n{text}" if text else ""
+        return ""
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            msg = json.loads(data)
+            if msg["op"] == "exited":
+                with self._lock:
+                    notice = self._exits.setdefault(msg["pid"], ExitNotice())
+                notice.status = msg["status"]
+                notice.event.set()
+            else:
+                with self._lock:
+                    future = self._pending.pop(msg["id"], None)
+                if future is not None:
+                    future.set_result(msg)
+        with self._lock:  # the template is gone: nobody will reap or answer any more
+            for future in self._pending.values():
+                future.set_result({"op": "spawn_failed", "error": "the template exited"})
+            self._pending.clear()
+
+    def spawn(self, limits: SpawnLimits, name: str) -> WorkerProcess:
+        """Start one confined worker; returns once it has confirmed its confinement."""
+        if self._closed:
+            raise SandboxError("the template is closed")
+        host_ch, worker_ch = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        request_id = next(self._ids)
+        future: Future[dict[str, Any]] = Future()
+        uid = secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0]
+        msg = {"op": "spawn", "id": request_id, "uid": uid, "limits": asdict(limits)}
+        with self._lock:
+            self._pending[request_id] = future
+            try:
+                socket.send_fds(self._sock, [json.dumps(msg).encode()],
+                                [worker_ch.fileno(), out_w, err_w])  # fmt: skip
+            finally:
+                worker_ch.close()
+                os.close(out_w)
+                os.close(err_w)
+        reply = future.result(timeout=START_TIMEOUT)
+        if reply["op"] != "spawned":
+            for fd in (out_r, err_r):
+                os.close(fd)
+            host_ch.close()
+            raise SandboxError(f"could not start a worker: {reply.get('error')}{self._log_tail()}")
+        pid = int(reply["pid"])
+        with self._lock:
+            notice = self._exits.setdefault(pid, ExitNotice())
+        worker = WorkerProcess(
+            pid=pid, pidfd=os.pidfd_open(pid), channel=host_ch, stdout=out_r, stderr=err_r,
+            cgroup=None, confinement={}, exit=notice,
+        )  # fmt: skip
+        try:
+            worker.cgroup = self._cgroup(name, limits, pid)
+            worker.confinement = self._hello(worker)
+        except BaseException:
+            worker.close()
+            raise
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+        host_ch.setblocking(False)
+        return worker
+
+    def _cgroup(self, name: str, limits: SpawnLimits, pid: int) -> cgroups.SessionCgroup | None:
+        support = cgroups.probe()
+        if support.memory is not None and support.pids is not None and support.cpu is not None:
+            return None  # no controller at all: rlimits alone; `tracebox doctor` says why
+        # tmpfs pages are charged to the cgroup too, hence the disk allowance
+        memory = (limits.memory_mb + limits.disk_mb + 64) << 20
+        group = cgroups.SessionCgroup.create(
+            f"{self._prefix}-{name}", memory_bytes=memory, pids_max=limits.max_processes + 1
+        )
+        try:
+            group.add(pid)
+        except BaseException:
+            group.close()
+            raise
+        return group
+
+    def _hello(self, worker: WorkerProcess) -> dict[str, Any]:
+        worker.channel.settimeout(HELLO_TIMEOUT)
+        try:
+            msg, _ = protocol.recv_blocking(worker.channel)
+        except (OSError, EOFError, ValueError) as exc:
+            raise SandboxError(f"the worker did not start: {exc!r}{self._log_tail()}") from None
+        finally:
+            worker.channel.settimeout(None)
+        if msg.get("op") == "fatal":
+            raise IsolationUnavailable(f"the worker could not be confined: {msg.get('error')}")
+        if msg.get("op") != "hello":
+            raise ProtocolError(f"unexpected first message from worker: {msg.get('op')!r}")
+        report: dict[str, Any] = msg["confinement"]
+        problems = [
+            what
+            for what, bad in (
+                ("capabilities remain", report.get("cap_effective") or report.get("cap_bounding")),
+                ("seccomp is not active", not report.get("seccomp")),
+                ("no_new_privs is not set", not report.get("no_new_privs")),
+                ("a network interface is up", set(report.get("net_interfaces", [])) - {"lo"}),
+            )
+            if bad
+        ]
+        if problems:
+            raise IsolationUnavailable("worker confinement incomplete: " + "; ".join(problems))
+        return report
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._proc.kill()
+        deadline = time.monotonic() + 5
+        while self._proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        shutil.rmtree(self._root, ignore_errors=True)
+        self._log.close()

@@ -1,0 +1,100 @@
+"""Typed models shared by the library, the worker protocol and (later) the server and client."""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ErrorInfo", "Limits", "RunResult", "RunStatus", "SessionState"]
+
+RunStatus = Literal["ok", "error", "timeout", "memory", "killed", "sandbox_error"]
+"""How a run ended.
+
+- ``ok``: the code ran to completion.
+- ``error``: user code raised (the exception is in ``RunResult.error``), including syntax errors.
+- ``timeout``: the CPU or wall limit was reached.
+- ``memory``: the memory limit was reached (``MemoryError`` or the cgroup's OOM killer).
+- ``killed``: the worker died of something else (a signal, ``os._exit``, a crash).
+- ``sandbox_error``: the runtime failed, not the program.
+"""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Frozen):
+    """Resource limits of a session. Per-run limits apply to each ``run``; the rest to the worker."""
+
+    cpu_seconds: float = Field(10.0, gt=0)
+    """CPU time one run may use (user + system, all of the session's processes)."""
+    wall_seconds: float = Field(30.0, gt=0)
+    """Wall-clock time one run may take; a guard behind the CPU limit."""
+    session_cpu_seconds: float = Field(3600.0, gt=0)
+    """CPU time each process of the session may use over its life (RLIMIT_CPU)."""
+    grace_seconds: float = Field(1.0, ge=0.05)
+    """After the soft interrupt (KeyboardInterrupt), how long before the worker is killed."""
+    memory_mb: int = Field(512, ge=32)
+    """Address space of each process, and (with cgroups) memory of the whole session."""
+    disk_mb: int = Field(64, ge=1)
+    """Size of the private working directory (tmpfs, shared with /tmp)."""
+    max_processes: int = Field(64, ge=1)
+    """Processes and threads the session may have at once."""
+    max_open_files: int = Field(256, ge=16)
+    """File descriptors per process."""
+    max_output_bytes: int = Field(1 << 20, ge=0)
+    """Bytes of stdout and of stderr kept per run; the rest is counted and marked."""
+    max_transfer_bytes: int = Field(256 << 20, ge=1)
+    """Largest pickled value that ``put``/``get`` will move."""
+    max_value_chars: int = Field(10_000, ge=16)
+    """Longest ``repr`` of a run's last expression kept in ``RunResult.value``."""
+
+    def spawn_key(self) -> tuple[int, int, int, int, float]:
+        """The limits fixed when a worker starts; workers are pooled by this key."""
+        return (
+            self.memory_mb,
+            self.disk_mb,
+            self.max_processes,
+            self.max_open_files,
+            self.session_cpu_seconds,
+        )
+
+
+class ErrorInfo(_Frozen):
+    """What went wrong in a run, in terms of the user's code."""
+
+    type: str
+    """Exception type name (``ZeroDivisionError``), or the runtime's name for the event."""
+    message: str
+    traceback: str = ""
+    """Formatted traceback limited to user code."""
+
+
+class RunResult(_Frozen):
+    """The outcome of one ``Session.run``."""
+
+    status: RunStatus
+    stdout: str = ""
+    stderr: str = ""
+    value: str | None = None
+    """``repr`` of the last expression, as a notebook cell shows it, or None."""
+    error: ErrorInfo | None = None
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    peak_memory_mb: float | None = None
+    """High-water mark of the session's memory during the run (None when unmeasurable)."""
+    session_alive: bool = True
+    """False when the run ended the worker; the session is then dead."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class SessionState(enum.Enum):
+    READY = "ready"
+    RUNNING = "running"
+    DEAD = "dead"
+    CLOSED = "closed"

@@ -1,0 +1,94 @@
+"""Run one cell of user code in a namespace, as a notebook would, inside the worker."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import linecache
+import traceback
+import types
+from typing import Any
+
+Outcome = dict[str, Any]
+
+
+def fresh_namespace() -> dict[str, Any]:
+    return {"__name__": "__main__", "__builtins__": builtins, "__doc__": None}
+
+
+def bounded_repr(value: object, limit: int) -> str:
+    """``repr`` cut at ``limit`` characters, saying what was cut; never raises."""
+    if isinstance(value, str | bytes | bytearray) and len(value) > limit:
+        text, total = repr(value[:limit]), f"{len(value)} {'chars' if isinstance(value, str) else 'bytes'}"  # noqa: E501
+    else:
+        try:
+            text = repr(value)
+        except Exception as exc:  # a user __repr__ may fail; that is not the run's failure
+            return f"<repr of {type(value).__name__} failed: {type(exc).__name__}: {exc}>"
+        total = f"{len(text)} chars"
+    if len(text) > limit:
+        return f"{text[:limit]}... [tracebox: repr truncated to {limit} of {total}]"
+    return text
+
+
+def _user_traceback(exc: BaseException, own_file: str) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == own_file:
+        tb = tb.tb_next
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    except Exception as fmt_exc:  # a hostile __str__ must not break the worker
+        return f"{type(exc).__name__}: <formatting failed: {type(fmt_exc).__name__}>"
+
+
+def describe(exc: BaseException) -> dict[str, str]:
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<str() of the exception failed>"
+    return {
+        "type": type(exc).__name__,
+        "message": message,
+        "traceback": _user_traceback(exc, __file__),
+    }
+
+
+class CellRunner:
+    """Holds the session namespace and runs cells in it."""
+
+    def __init__(self) -> None:
+        self.namespace = fresh_namespace()
+        self.count = 0
+
+    def compile(self, source: str) -> tuple[types.CodeType, types.CodeType | None]:
+        self.count += 1
+        filename = f"<cell-{self.count}>"
+        tree = ast.parse(source, filename, "exec")
+        last: types.CodeType | None = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            expr = ast.Expression(tree.body.pop().value)
+            last = compile(expr, filename, "eval")
+        body = compile(tree, filename, "exec")
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        return body, last
+
+    def run(self, source: str, *, stateful: bool, max_value_chars: int) -> Outcome:
+        """Run ``source``; user exceptions become the outcome, KeyboardInterrupt propagates."""
+        if not stateful:
+            self.namespace = fresh_namespace()
+        try:
+            body, last = self.compile(source)
+        except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+            return {"status": "error", "error": describe(exc)}
+        ns = self.namespace
+        try:
+            exec(body, ns)
+            value = eval(last, ns) if last is not None else None
+        except KeyboardInterrupt:
+            raise
+        except MemoryError as exc:
+            return {"status": "memory", "error": describe(exc)}
+        except BaseException as exc:  # SystemExit too: it is the cell's outcome, not ours
+            return {"status": "error", "error": describe(exc)}
+        shown = None if value is None else bounded_repr(value, max_value_chars)
+        return {"status": "ok", "value": shown}

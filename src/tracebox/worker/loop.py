@@ -1,0 +1,183 @@
+"""The worker's request loop: the only code between the host's channel and user code.
+
+Runs confined, as PID 1 of the session's pid namespace. One request at a time:
+``run`` (a cell), ``put``/``get`` (pickled values), ``ping``. After every request all other
+processes in the namespace are killed and reaped, so nothing user code started outlives it.
+
+Time limits: an ``ITIMER_PROF`` timer (CPU time of this process) and the host's SIGINT (wall
+clock, or CPU of the whole session) raise ``KeyboardInterrupt`` in user code, once per
+request. Code that swallows it is killed by the host at the hard deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import signal
+import socket
+import sys
+import time
+from types import FrameType
+from typing import Any, NoReturn
+
+from tracebox.worker import protocol
+from tracebox.worker.cell import CellRunner, describe
+
+
+class _Interrupts:
+    """Turns the first limit signal of a request into KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.reason is not None:
+            return
+        self.reason = "cpu" if signum == signal.SIGPROF else "signal"
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def armed(self, cpu_seconds: float) -> Any:
+        self.reason = None
+        signal.signal(signal.SIGINT, self.handler)
+        signal.signal(signal.SIGPROF, self.handler)
+        signal.setitimer(signal.ITIMER_PROF, cpu_seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+
+
+def _fresh_streams() -> None:
+    """Point sys.stdout/stderr at fds 1/2 again (user code may have replaced or closed them)."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = getattr(sys, name)
+        ok = isinstance(stream, io.TextIOWrapper) and not stream.closed and stream.fileno() == fd
+        if not ok:
+            stream = io.TextIOWrapper(
+                io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+                line_buffering=False, write_through=True,
+            )  # fmt: skip
+            setattr(sys, name, stream)
+            setattr(sys, f"__{name}__", stream)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _kill_strays() -> None:
+    """Kill every other process of this namespace (we are its PID 1) and reap them all.
+
+    Orphans are re-parented to us, so once ``waitpid`` finds no child, nobody is left; killing
+    again before each wait catches processes forked while the previous round was delivered.
+    """
+    while True:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+class Worker:
+    def __init__(self, channel: socket.socket) -> None:
+        self.channel = channel
+        self.runner = CellRunner()
+        self.interrupts = _Interrupts()
+
+    def _guarded(self, msg: dict[str, Any], action: Any) -> dict[str, Any]:
+        """Run ``action`` under the request's CPU timer; classify interrupts."""
+        start = time.process_time()
+        try:
+            with self.interrupts.armed(float(msg.get("cpu_seconds", 10.0))):
+                reply: dict[str, Any] = action()
+        except KeyboardInterrupt as exc:
+            if self.interrupts.reason is None:  # user code raised it itself
+                reply = {"status": "error", "error": describe(exc)}
+            else:
+                reply = {"status": "timeout", "interrupt": self.interrupts.reason}
+        except MemoryError as exc:
+            reply = {"status": "memory", "error": describe(exc)}
+        _flush()
+        _kill_strays()
+        reply["worker_cpu"] = time.process_time() - start
+        return reply
+
+    def run(self, msg: dict[str, Any]) -> dict[str, Any]:
+        _fresh_streams()
+        return self._guarded(
+            msg,
+            lambda: self.runner.run(
+                str(msg["code"]),
+                stateful=bool(msg.get("stateful", True)),
+                max_value_chars=int(msg.get("max_value_chars", 10_000)),
+            ),
+        )
+
+    def put(self, msg: dict[str, Any], blob: bytes) -> dict[str, Any]:
+        def action() -> dict[str, Any]:
+            try:
+                value = pickle.loads(blob)
+            except Exception as exc:
+                return {"status": "error", "error": describe(exc)}
+            self.runner.namespace[str(msg["name"])] = value
+            return {"status": "ok"}
+
+        return self._guarded(msg, action)
+
+    def get(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        out: list[bytes] = []
+
+        def action() -> dict[str, Any]:
+            name = str(msg["name"])
+            if name not in self.runner.namespace:
+                return {"status": "missing"}
+            try:
+                data = pickle.dumps(self.runner.namespace[name], protocol=5)
+            except Exception as exc:
+                return {"status": "error", "error": describe(exc)}
+            if len(data) > int(msg["max_bytes"]):
+                return {"status": "too_large", "size": len(data)}
+            out.append(data)
+            return {"status": "ok", "size": len(data)}
+
+        reply = self._guarded(msg, action)
+        return reply, (out[0] if out and reply["status"] == "ok" else b"")
+
+    def serve(self) -> NoReturn:
+        while True:
+            try:
+                msg, blob = protocol.recv_blocking(self.channel)
+            except (EOFError, OSError):
+                os._exit(0)
+            op = msg.get("op")
+            out_blob = b""
+            if op == "run":
+                reply = self.run(msg)
+            elif op == "put":
+                reply = self.put(msg, blob)
+            elif op == "get":
+                reply, out_blob = self.get(msg)
+            elif op == "ping":
+                reply = {"status": "ok"}
+            else:
+                os._exit(0)
+            reply["op"] = "reply"
+            try:
+                protocol.send(self.channel, reply, out_blob)
+            except (TypeError, ValueError) as exc:  # unserialisable reply: report, don't die
+                protocol.send(self.channel, {"op": "reply", "status": "sandbox_error",
+                                             "detail": repr(exc)})  # fmt: skip
+            except OSError:
+                os._exit(0)
+
+
+def serve(channel: socket.socket) -> NoReturn:
+    _fresh_streams()
+    Worker(channel).serve()

@@ -1,0 +1,188 @@
+"""The template: a trusted fork server that starts confined workers in a few milliseconds.
+
+The host starts it once per Runtime. It builds the sandbox filesystem view, pre-imports common
+modules, then forks a worker per request. It never runs user code. A worker is made in two
+forks because a new pid namespace applies to the *children* of the caller::
+
+    template ──fork──> A: unshare(user|pid|mount|net|ipc|uts|cgroup); the template maps A's uid
+                       A ──fork──> B: PID 1 of the new namespaces; A exits
+                       B: confine(), then serve the host until the channel closes
+
+The template is the subreaper of every B: it reaps them and tells the host how each ended.
+
+Messages with the host are JSON over a SOCK_SEQPACKET socket; a spawn request carries the
+worker's three descriptors (channel, stdout, stderr) as SCM_RIGHTS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import traceback
+from typing import Any, NoReturn
+
+from tracebox.sandbox import _linux as L
+from tracebox.sandbox import rootfs
+from tracebox.sandbox.confine import SpawnLimits, confine, report
+from tracebox.worker import loop, protocol
+
+NAMESPACES = (
+    L.CLONE_NEWUSER | L.CLONE_NEWPID | L.CLONE_NEWNS | L.CLONE_NEWNET | L.CLONE_NEWIPC
+    | L.CLONE_NEWUTS | L.CLONE_NEWCGROUP
+)  # fmt: skip
+PREIMPORT = (
+    "abc", "argparse", "array", "ast", "base64", "bisect", "collections", "copy", "csv",
+    "dataclasses", "datetime", "decimal", "enum", "fractions", "functools", "hashlib", "heapq",
+    "inspect", "io", "itertools", "json", "math", "operator", "pathlib", "pickle", "pprint",
+    "random", "re", "statistics", "string", "struct", "textwrap", "time", "traceback", "typing",
+    "unittest", "uuid",
+)  # fmt: skip
+MAX_MESSAGE = 1 << 16
+
+
+def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
+    sock.send(json.dumps(msg).encode())
+
+
+def _map_ids(pid: int, host_uid: int) -> None:
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(f"{rootfs.SANDBOX_UID} {host_uid} 1\n")
+
+
+def _become_worker(limits: SpawnLimits, fds: list[int]) -> NoReturn:
+    ctrl, out, err = fds
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        channel = confine(limits, ctrl, out, err)
+        protocol.send(channel, {"op": "hello", "confinement": report()})
+    except BaseException as exc:  # report why confinement failed, then never run user code
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        try:
+            os.writev(ctrl, protocol.encode({"op": "fatal", "error": detail}))
+        finally:
+            os._exit(70)
+    loop.serve(channel)
+
+
+def _spawn(host_uid: int, limits: SpawnLimits, fds: list[int]) -> int:
+    """Start one worker; returns its pid (as the host sees it)."""
+    up_r, up_w = os.pipe()  # A -> template
+    down_r, down_w = os.pipe()  # template -> A, then B
+    pid_a = os.fork()
+    if pid_a == 0:
+        code = 1
+        try:
+            os.close(up_r)
+            os.close(down_w)
+            L.unshare(NAMESPACES)
+            os.write(up_w, b"u")
+            if os.read(down_r, 1) == b"m":
+                pid_b = os.fork()
+                if pid_b == 0:
+                    os.close(up_w)
+                    if os.read(down_r, 1) == b"g":  # A is gone: PDEATHSIG now binds to us
+                        os.close(down_r)
+                        _become_worker(limits, fds)
+                    os._exit(1)
+                os.write(up_w, struct.pack("<i", pid_b))
+                code = 0
+        except BaseException:
+            traceback.print_exc()
+        os._exit(code)
+    os.close(up_w)
+    os.close(down_r)
+    try:
+        if os.read(up_r, 1) != b"u":
+            raise RuntimeError("worker failed to create its namespaces (see template log)")
+        _map_ids(pid_a, host_uid)
+        os.write(down_w, b"m")
+        raw = os.read(up_r, 4)
+        if len(raw) != 4:
+            raise RuntimeError("worker failed before starting its init process")
+        (pid_b,) = struct.unpack("<i", raw)
+        os.waitpid(pid_a, 0)
+        os.write(down_w, b"g")
+        return int(pid_b)
+    finally:
+        os.close(up_r)
+        os.close(down_w)
+        for fd in fds:
+            os.close(fd)
+        try:
+            os.waitpid(pid_a, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(sock, {"op": "exited", "pid": pid, "status": status})
+
+
+def serve(sock: socket.socket) -> NoReturn:
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj == wake_r:
+                while True:
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        break
+                _reap(sock)
+                continue
+            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 3)
+            if not data:
+                os._exit(0)
+            msg = json.loads(data)
+            try:
+                if len(fds) != 3:
+                    raise ValueError(f"spawn needs 3 descriptors, got {len(fds)}")
+                pid = _spawn(int(msg["uid"]), SpawnLimits(**msg["limits"]), fds)
+                _send(sock, {"op": "spawned", "id": msg["id"], "pid": pid})
+            except Exception as exc:
+                _send(sock, {"op": "spawn_failed", "id": msg["id"], "error": repr(exc)})
+            _reap(sock)
+
+
+def main() -> NoReturn:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        config = json.loads(sock.recv(MAX_MESSAGE))
+        L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != config["host_pid"]:  # the host died before we armed PDEATHSIG
+            os._exit(1)
+        L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+        L.unshare(L.CLONE_NEWNS | L.CLONE_NEWNET | L.CLONE_NEWIPC | L.CLONE_NEWUTS)
+        rootfs.build(config["root"], config["python"])
+        for name in PREIMPORT:
+            importlib.import_module(name)
+        _send(sock, {"op": "ready", "python": sys.version})
+    except BaseException as exc:
+        _send(sock, {"op": "fatal", "error": "".join(traceback.format_exception_only(exc))})
+        os._exit(1)
+    serve(sock)
+
+
+if __name__ == "__main__":
+    main()
