@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import signal
 import threading
@@ -257,8 +258,6 @@ class Session:
         return ex
 
     def _drain(self, fd: int, cap: Capture, sel: selectors.BaseSelector | None) -> None:
-        import os
-
         while True:
             try:
                 data = os.read(fd, _READ_CHUNK)

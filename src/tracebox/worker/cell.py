@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import builtins
 import linecache
+import sys
 import traceback
 import types
 from typing import Any
@@ -13,7 +14,11 @@ Outcome = dict[str, Any]
 
 
 def fresh_namespace() -> dict[str, Any]:
-    return {"__name__": "__main__", "__builtins__": builtins, "__doc__": None}
+    """The globals of a real ``__main__`` module, so classes defined in cells can be pickled."""
+    module = types.ModuleType("__main__")
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    sys.modules["__main__"] = module
+    return module.__dict__
 
 
 def bounded_repr(value: object, limit: int) -> str:
@@ -32,6 +37,8 @@ def bounded_repr(value: object, limit: int) -> str:
 
 
 def _user_traceback(exc: BaseException, own_file: str) -> str:
+    if isinstance(exc, SyntaxError):  # where the parser failed is all that matters
+        return "".join(traceback.format_exception_only(type(exc), exc))
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == own_file:
         tb = tb.tb_next

@@ -50,18 +50,21 @@ class _Interrupts:
             signal.setitimer(signal.ITIMER_PROF, 0)
 
 
+_OURS: dict[str, io.TextIOWrapper] = {}
+
+
 def _fresh_streams() -> None:
-    """Point sys.stdout/stderr at fds 1/2 again (user code may have replaced or closed them)."""
+    """Point sys.stdout/stderr at fds 1/2, unbuffered (user code may have replaced or closed them)."""
     for name, fd in (("stdout", 1), ("stderr", 2)):
-        stream = getattr(sys, name)
-        ok = isinstance(stream, io.TextIOWrapper) and not stream.closed and stream.fileno() == fd
-        if not ok:
+        stream = _OURS.get(name)
+        if stream is None or stream.closed:
             stream = io.TextIOWrapper(
                 io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
-                line_buffering=False, write_through=True,
+                write_through=True,
             )  # fmt: skip
-            setattr(sys, name, stream)
-            setattr(sys, f"__{name}__", stream)
+            _OURS[name] = stream
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
 
 
 def _flush() -> None:

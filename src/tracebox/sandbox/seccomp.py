@@ -1,0 +1,141 @@
+"""The worker's seccomp filter: a deny list over the kernel surface user code never needs.
+
+The default action is ALLOW; everything listed here fails with EPERM (user code sees a
+``PermissionError``), except ``clone3``, which fails with ENOSYS. Why each group is denied:
+
+- process access: reading or steering another process (memory, fds, tracing).
+- mounts: reshaping the filesystem view would undo the worker's mount confinement.
+- namespaces: new (user) namespaces reopen privileged kernel code to an unprivileged process;
+  ``clone`` with a ``CLONE_NEW*`` flag is denied per flag, ``clone3`` gets ENOSYS because
+  seccomp cannot read its flag struct (glibc and CPython then fall back to ``clone``).
+- kernel attack surface: bpf, perf, io_uring, userfaultfd, keyrings: frequent exploit vectors.
+- administration: modules, kexec, reboot, swap, accounting, quotas, clocks, host names, kernel log.
+- file handles: ``open_by_handle_at`` opens files by inode, bypassing the mount tree.
+- legacy: raw port I/O and long-obsolete calls nothing modern uses.
+- terminal injection: ``ioctl`` TIOCSTI/TIOCLINUX push keystrokes into a terminal.
+- personality: anything but the default (0) and the query (0xffffffff), e.g. ADDR_NO_RANDOMIZE.
+
+32-bit and x32 system calls (a way around a native-arch filter) kill the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from typing import Any
+
+from tracebox.errors import IsolationUnavailable
+
+__all__ = ["blocked_syscalls", "install_filter"]
+
+PROCESS_ACCESS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp", "pidfd_getfd",
+)  # fmt: skip
+MOUNTS = (
+    "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsconfig",
+    "fsmount", "fspick", "mount_setattr",
+)  # fmt: skip
+NAMESPACES = ("unshare", "setns")
+KERNEL_SURFACE = (
+    "bpf", "perf_event_open", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "userfaultfd", "keyctl", "add_key", "request_key",
+)  # fmt: skip
+ADMINISTRATION = (
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
+    "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "syslog", "settimeofday",
+    "clock_settime", "adjtimex", "clock_adjtime", "sethostname", "setdomainname",
+)  # fmt: skip
+FILE_HANDLES = ("name_to_handle_at", "open_by_handle_at")
+LEGACY = (
+    "iopl", "ioperm", "vhangup", "uselib", "nfsservctl", "lookup_dcookie", "_sysctl",
+    "create_module", "get_kernel_syms", "query_module",
+)  # fmt: skip
+
+DENIED_EPERM: tuple[str, ...] = (
+    PROCESS_ACCESS + MOUNTS + NAMESPACES + KERNEL_SURFACE + ADMINISTRATION + FILE_HANDLES + LEGACY
+)
+DENIED_ENOSYS = ("clone3",)
+
+CLONE_NAMESPACE_FLAGS = {
+    "CLONE_NEWTIME": 0x00000080,
+    "CLONE_NEWNS": 0x00020000,
+    "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000,
+    "CLONE_NEWIPC": 0x08000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+}
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+_LOW32 = 0xFFFFFFFF  # the kernel reads ioctl's request and personality's arg as 32-bit ints
+
+
+def blocked_syscalls() -> tuple[str, ...]:
+    """Names of the syscalls the filter denies outright (for `tracebox doctor` and docs).
+
+    All fail with EPERM except ``clone3`` (ENOSYS). Names this machine's libseccomp does not
+    know are listed too; they are skipped when the filter is built.
+    """
+    return DENIED_EPERM + DENIED_ENOSYS
+
+
+def _import_pyseccomp() -> Any:
+    try:
+        import pyseccomp
+    except ImportError as exc:
+        raise IsolationUnavailable(
+            "seccomp: the pyseccomp package is missing (pip install pyseccomp)"
+        ) from exc
+    except (OSError, RuntimeError) as exc:  # pyseccomp raises RuntimeError without libseccomp
+        raise IsolationUnavailable(
+            f"seccomp: libseccomp cannot be loaded ({exc}); install it: apt-get install libseccomp2"
+        ) from exc
+    return pyseccomp
+
+
+def _deny(sc: Any, filt: Any, action: int, name: str, *args: Any) -> None:
+    """Add one rule, skipping a name libseccomp does not know or that this arch lacks."""
+    if sc.resolve_syscall(sc.Arch.NATIVE, name) < 0:  # -1: unknown, below: not on this arch
+        return
+    filt.add_rule(action, name, *args)
+
+
+def _build_filter(sc: Any) -> Any:
+    filt = sc.SyscallFilter(sc.ALLOW)
+    filt.set_attr(sc.Attr.CTL_NNP, 1)
+    for attr, value in ((sc.Attr.CTL_TSYNC, 1), (sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)):
+        # Both need a newer kernel than seccomp itself; keep libseccomp's default if refused.
+        with contextlib.suppress(OSError):
+            filt.set_attr(attr, value)
+    eperm = sc.ERRNO(errno.EPERM)
+    for name in DENIED_EPERM:
+        _deny(sc, filt, eperm, name)
+    for name in DENIED_ENOSYS:
+        _deny(sc, filt, sc.ERRNO(errno.ENOSYS), name)
+    # libseccomp cannot OR bits in one comparison: one rule per flag.
+    for flag in CLONE_NAMESPACE_FLAGS.values():
+        _deny(sc, filt, eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    for request in (TIOCSTI, TIOCLINUX):
+        _deny(sc, filt, eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, _LOW32, request))
+    # personality(x) with x's low 32 bits neither all 0 nor all 1 <=> some set bit i is followed
+    # (cyclically) by a clear bit i+1; that takes one masked comparison per bit.
+    for i in range(32):
+        pair = (1 << i) | (1 << ((i + 1) % 32))
+        _deny(sc, filt, eperm, "personality", sc.Arg(0, sc.MASKED_EQ, pair, 1 << i))
+    return filt
+
+
+def install_filter() -> None:
+    """Load the worker's seccomp filter into the calling process.
+
+    Irreversible and inherited by children. Raises :class:`IsolationUnavailable` when
+    pyseccomp or libseccomp is missing or the kernel refuses the filter (fails closed).
+    """
+    sc = _import_pyseccomp()
+    try:
+        _build_filter(sc).load()
+    except OSError as exc:
+        raise IsolationUnavailable(
+            f"seccomp: the filter could not be built or loaded: {exc}"
+        ) from exc
