@@ -26,7 +26,7 @@ class _Frozen(BaseModel):
 
 
 class Limits(_Frozen):
-    """Resource limits of a session. Per-run limits apply to each ``run``; the rest to the worker."""
+    """Resource limits of a session: per-run limits apply to each run, the rest to the worker."""
 
     cpu_seconds: float = Field(10.0, gt=0)
     """CPU time one run may use (user + system, all of the session's processes)."""

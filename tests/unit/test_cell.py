@@ -19,7 +19,9 @@ def runner() -> Iterator[CellRunner]:
 
 def test_last_expression_is_the_value(runner: CellRunner) -> None:
     assert runner.run("x = 2\nx * 21", stateful=True, max_value_chars=100) == {
-        "status": "ok", "value": "42"}  # fmt: skip
+        "status": "ok",
+        "value": "42",
+    }
     assert runner.run("x = 3", stateful=True, max_value_chars=100)["value"] is None
     assert runner.run("None", stateful=True, max_value_chars=100)["value"] is None
 
@@ -47,15 +49,20 @@ def test_syntax_error_names_the_line(runner: CellRunner) -> None:
 
 
 def test_system_exit_and_user_keyboard_interrupt_are_outcomes(runner: CellRunner) -> None:
-    assert runner.run("raise SystemExit(3)", stateful=True, max_value_chars=10)["error"][
-        "type"] == "SystemExit"  # fmt: skip
+    assert (
+        runner.run("raise SystemExit(3)", stateful=True, max_value_chars=10)["error"]["type"]
+        == "SystemExit"
+    )
     with pytest.raises(KeyboardInterrupt):  # the worker loop decides what it means
         runner.run("raise KeyboardInterrupt", stateful=True, max_value_chars=10)
 
 
 def test_classes_defined_in_cells_pickle(runner: CellRunner) -> None:
-    runner.run("import pickle\nclass A:\n    pass\nb = pickle.dumps(A())", stateful=True,
-               max_value_chars=10)  # fmt: skip
+    runner.run(
+        "import pickle\nclass A:\n    pass\nb = pickle.dumps(A())",
+        stateful=True,
+        max_value_chars=10,
+    )
     assert isinstance(runner.namespace["b"], bytes)
 
 

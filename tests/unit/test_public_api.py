@@ -17,8 +17,9 @@ def test_all_is_sorted_and_resolvable() -> None:
 
 
 def test_every_error_is_exported_and_rooted() -> None:
-    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
-               if c.__module__ == errors.__name__]  # fmt: skip
+    classes = [
+        c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__
+    ]
     assert {c.__name__ for c in classes} == set(errors.__all__)
     for cls in classes:
         assert issubclass(cls, tracebox.TraceboxError), cls
@@ -28,8 +29,11 @@ def test_every_error_is_exported_and_rooted() -> None:
 
 @pytest.mark.parametrize(
     ("leaf", "builtin"),
-    [(errors.NameNotFound, KeyError), (errors.TransferError, ValueError),
-     (errors.SandboxError, RuntimeError)],  # fmt: skip
+    [
+        (errors.NameNotFound, KeyError),
+        (errors.TransferError, ValueError),
+        (errors.SandboxError, RuntimeError),
+    ],
 )
 def test_leaves_also_inherit_the_builtin(leaf: type, builtin: type) -> None:
     assert issubclass(leaf, builtin)

@@ -22,13 +22,24 @@ class _RunsCommand:
 
 def test_plain_data_round_trips() -> None:
     value = {
-        "ints": [1, 2**100, -3], "floats": (1.5, float("inf")), "text": "é", "raw": b"\x00",
-        "set": {1, 2}, "frozen": frozenset({3}), "ba": bytearray(b"ab"), "c": 1 + 2j,
-        "od": collections.OrderedDict(a=1), "dd": collections.defaultdict(list, a=[1]),
-        "dq": collections.deque([1, 2]), "counter": collections.Counter("aab"),
-        "when": datetime.datetime(2026, 11, 22, tzinfo=datetime.timezone.utc),
-        "dec": decimal.Decimal("1.10"), "id": uuid.UUID(int=5), "none": None, "r": range(3),
-    }  # fmt: skip
+        "ints": [1, 2**100, -3],
+        "floats": (1.5, float("inf")),
+        "text": "é",
+        "raw": b"\x00",
+        "set": {1, 2},
+        "frozen": frozenset({3}),
+        "ba": bytearray(b"ab"),
+        "c": 1 + 2j,
+        "od": collections.OrderedDict(a=1),
+        "dd": collections.defaultdict(list, a=[1]),
+        "dq": collections.deque([1, 2]),
+        "counter": collections.Counter("aab"),
+        "when": datetime.datetime(2026, 11, 22, tzinfo=datetime.UTC),
+        "dec": decimal.Decimal("1.10"),
+        "id": uuid.UUID(int=5),
+        "none": None,
+        "r": range(3),
+    }
     assert transfer.loads_untrusted(transfer.dumps(value, 1 << 20)) == value
 
 

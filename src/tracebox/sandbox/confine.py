@@ -74,7 +74,7 @@ def _set_rlimits(limits: SpawnLimits) -> None:
 
 
 def _arrange_fds(ctrl: int, out: int, err: int) -> socket.socket:
-    """stdin from /dev/null, stdout/stderr to the host's pipes, the channel on fd 3, nothing else."""
+    """stdin is /dev/null, stdout/stderr go to the host's pipes, the channel is fd 3."""
     devnull = os.open("/dev/null", os.O_RDONLY)
     # Move the three host descriptors above the range we are about to fill, then place them.
     hi = [os.dup(fd) for fd in (devnull, out, err, ctrl)]

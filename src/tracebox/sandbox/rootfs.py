@@ -67,7 +67,9 @@ def _bind_readonly(src: str, root: str) -> None:
         with open(dst, "w"):
             pass
     L.mount(src, dst, None, L.MS_BIND | L.MS_REC, None)
-    L.mount(None, dst, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV, None)
+    L.mount(
+        None, dst, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV, None
+    )
 
 
 def _write(path: str, text: str) -> None:
@@ -101,9 +103,13 @@ def build(root: str, python: list[str]) -> None:
             pass
         L.mount(f"/dev/{dev}", f"{root}/dev/{dev}", None, L.MS_BIND, None)
         L.mount(None, f"{root}/dev/{dev}", None, L.MS_BIND | L.MS_REMOUNT | L.MS_NOSUID, None)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-                         ("shm", "/tmp")):  # fmt: skip
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("shm", "/tmp"),
+    ):
         os.symlink(target, f"{root}/dev/{name}")
     # The host's /proc stays mounted until each worker covers it with its own: the kernel lets
     # a user namespace mount procfs only where a full procfs is already visible.

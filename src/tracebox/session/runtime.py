@@ -27,8 +27,9 @@ class Runtime:
     warm pool of ``pool_size`` pre-started workers, others are started on demand.
     """
 
-    def __init__(self, *, limits: Limits | None = None, pool_size: int = 2,
-                 python: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, *, limits: Limits | None = None, pool_size: int = 2, python: str | None = None
+    ) -> None:
         self.limits = limits or Limits()
         self._template = Template(python=python)
         self._pool = WarmPool(self._template, _spawn_limits(self.limits), pool_size)
@@ -49,8 +50,9 @@ class Runtime:
             worker = self._pool.acquire()
         else:
             worker = self._template.spawn(_spawn_limits(limits), f"s{secrets.token_hex(4)}")
-        session = Session(worker, id=secrets.token_hex(6), limits=limits, stateful=stateful,
-                          on_close=self._forget)  # fmt: skip
+        session = Session(
+            worker, id=secrets.token_hex(6), limits=limits, stateful=stateful, on_close=self._forget
+        )
         with self._lock:
             if self._closed:
                 session.close()
@@ -125,8 +127,9 @@ class AsyncSession:
 class AsyncRuntime:
     """``Runtime`` for asyncio: ``async with AsyncRuntime() as rt: s = await rt.session()``."""
 
-    def __init__(self, *, limits: Limits | None = None, pool_size: int = 2,
-                 python: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, *, limits: Limits | None = None, pool_size: int = 2, python: str | None = None
+    ) -> None:
         self._args: dict[str, Any] = {"limits": limits, "pool_size": pool_size, "python": python}
         self._rt: Runtime | None = None
 

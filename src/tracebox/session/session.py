@@ -71,9 +71,14 @@ class Session:
     """
 
     def __init__(
-        self, worker: WorkerProcess, *, id: str, limits: Limits, stateful: bool,
+        self,
+        worker: WorkerProcess,
+        *,
+        id: str,
+        limits: Limits,
+        stateful: bool,
         on_close: Any = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.id = id
         self.limits = limits
         self.stateful = stateful
@@ -136,8 +141,12 @@ class Session:
         """Run ``code`` as a notebook cell; the last expression's repr becomes ``value``."""
         if not isinstance(code, str):
             raise TypeError(f"code must be str, not {type(code).__name__}")
-        msg = {"op": "run", "code": code, "stateful": self.stateful,
-               "max_value_chars": self.limits.max_value_chars}  # fmt: skip
+        msg = {
+            "op": "run",
+            "code": code,
+            "stateful": self.stateful,
+            "max_value_chars": self.limits.max_value_chars,
+        }
         with self._busy():
             ex = self._exchange(msg, on_output=on_output)
         return self._result(ex)
@@ -201,8 +210,9 @@ class Session:
         msg["cpu_seconds"] = lim.cpu_seconds
         w.reset_peak_memory()
         oom0, cpu0, t0 = w.oom_kills(), w.cpu_seconds(), time.monotonic()
-        reader = FrameReader(max_header=8 * lim.max_value_chars + (1 << 20),
-                             max_blob=lim.max_transfer_bytes)  # fmt: skip
+        reader = FrameReader(
+            max_header=8 * lim.max_value_chars + (1 << 20), max_blob=lim.max_transfer_bytes
+        )
         pending = b"".join(encode(msg, blob))
         sel = selectors.DefaultSelector()
         sel.register(w.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
@@ -308,7 +318,7 @@ class Session:
                 which = "cpu" if r.interrupt == "cpu" else (ex.interrupted or "wall")
                 status, error = "timeout", _time_limit(which, lim, alive=True)
             elif r.status in ("ok", "error", "memory"):
-                status, value, error = r.status, r.value, r.error  # type: ignore[assignment]
+                status, value, error = r.status, r.value, r.error
                 if status == "memory" and error is None:
                     error = ErrorInfo(type="MemoryError", message="out of memory")
             else:
@@ -318,27 +328,47 @@ class Session:
             status, error = "timeout", _time_limit(ex.killed, lim, alive=False)
         elif ex.oom:
             status = "memory"
-            error = ErrorInfo(type="OutOfMemory", message=(
-                f"the session exceeded its memory limit ({lim.memory_mb} MB + "
-                f"{lim.disk_mb} MB of files) and was killed; the session is dead"))  # fmt: skip
+            error = ErrorInfo(
+                type="OutOfMemory",
+                message=(
+                    f"the session exceeded its memory limit ({lim.memory_mb} MB + "
+                    f"{lim.disk_mb} MB of files) and was killed; the session is dead"
+                ),
+            )
         else:
             status = "killed"
             error = ErrorInfo(type="WorkerDied", message=f"{ex.death}; the session is dead")
         return RunResult(
-            status=status, stdout=ex.stdout, stderr=ex.stderr, value=value, error=error,
-            cpu_seconds=round(ex.cpu, 6), wall_seconds=round(ex.wall, 6),
+            status=status,
+            stdout=ex.stdout,
+            stderr=ex.stderr,
+            value=value,
+            error=error,
+            cpu_seconds=round(ex.cpu, 6),
+            wall_seconds=round(ex.wall, 6),
             peak_memory_mb=None if ex.peak_mb is None else round(ex.peak_mb, 3),
             session_alive=self._state is not SessionState.DEAD,
-        )  # fmt: skip
+        )
 
 
 def _time_limit(which: str, lim: Limits, *, alive: bool) -> ErrorInfo:
-    what = f"CPU time limit of {lim.cpu_seconds:g} s" if which == "cpu" else (
-        f"wall-clock limit of {lim.wall_seconds:g} s")  # fmt: skip
+    what = (
+        f"CPU time limit of {lim.cpu_seconds:g} s"
+        if which == "cpu"
+        else (f"wall-clock limit of {lim.wall_seconds:g} s")
+    )
     if alive:
-        return ErrorInfo(type="TimeLimitExceeded", message=(
-            f"{what} exceeded: the run was interrupted with KeyboardInterrupt; "
-            "the session and its state are intact"))  # fmt: skip
-    return ErrorInfo(type="TimeLimitExceeded", message=(
-        f"{what} exceeded and the code ignored the interrupt: the worker was killed "
-        f"{lim.grace_seconds:g} s later; the session is dead"))  # fmt: skip
+        return ErrorInfo(
+            type="TimeLimitExceeded",
+            message=(
+                f"{what} exceeded: the run was interrupted with KeyboardInterrupt; "
+                "the session and its state are intact"
+            ),
+        )
+    return ErrorInfo(
+        type="TimeLimitExceeded",
+        message=(
+            f"{what} exceeded and the code ignored the interrupt: the worker was killed "
+            f"{lim.grace_seconds:g} s later; the session is dead"
+        ),
+    )

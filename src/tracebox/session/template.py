@@ -47,16 +47,25 @@ class Template:
         self._lock = threading.Lock()
         self._closed = False
         self._root = tempfile.mkdtemp(prefix="tracebox-root-")
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-               "PYTHONPATH": _PACKAGE_ROOT, "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+            "PYTHONPATH": _PACKAGE_ROOT,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         self._proc = subprocess.Popen(
             [self._python, "-s", "-m", "tracebox.worker.zygote", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=self._log,
-        )  # fmt: skip
+            pass_fds=[theirs.fileno()],
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )
         theirs.close()
         config = {"root": self._root, "python": rootfs.python_paths(), "host_pid": os.getpid()}
         self._sock.send(json.dumps(config).encode())
@@ -121,8 +130,9 @@ class Template:
         with self._lock:
             self._pending[request_id] = future
             try:
-                socket.send_fds(self._sock, [json.dumps(msg).encode()],
-                                [worker_ch.fileno(), out_w, err_w])  # fmt: skip
+                socket.send_fds(
+                    self._sock, [json.dumps(msg).encode()], [worker_ch.fileno(), out_w, err_w]
+                )
             finally:
                 worker_ch.close()
                 os.close(out_w)
@@ -137,9 +147,15 @@ class Template:
         with self._lock:
             notice = self._exits.setdefault(pid, ExitNotice())
         worker = WorkerProcess(
-            pid=pid, pidfd=os.pidfd_open(pid), channel=host_ch, stdout=out_r, stderr=err_r,
-            cgroup=None, confinement={}, exit=notice,
-        )  # fmt: skip
+            pid=pid,
+            pidfd=os.pidfd_open(pid),
+            channel=host_ch,
+            stdout=out_r,
+            stderr=err_r,
+            cgroup=None,
+            confinement={},
+            exit=notice,
+        )
         try:
             worker.cgroup = self._cgroup(name, limits, pid)
             worker.confinement = self._hello(worker)

@@ -17,8 +17,22 @@ from tracebox.errors import UnpicklableValue, ValueTooLarge
 SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
         ("builtins", name)
-        for name in ("set", "frozenset", "bytearray", "complex", "slice", "range", "list",
-                     "dict", "tuple", "str", "bytes", "int", "float", "bool")  # fmt: skip
+        for name in (
+            "set",
+            "frozenset",
+            "bytearray",
+            "complex",
+            "slice",
+            "range",
+            "list",
+            "dict",
+            "tuple",
+            "str",
+            "bytes",
+            "int",
+            "float",
+            "bool",
+        )
     }
     | {("collections", name) for name in ("OrderedDict", "defaultdict", "deque", "Counter")}
     | {("datetime", name) for name in ("date", "time", "datetime", "timedelta", "timezone")}

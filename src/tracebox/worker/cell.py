@@ -24,7 +24,10 @@ def fresh_namespace() -> dict[str, Any]:
 def bounded_repr(value: object, limit: int) -> str:
     """``repr`` cut at ``limit`` characters, saying what was cut; never raises."""
     if isinstance(value, str | bytes | bytearray) and len(value) > limit:
-        text, total = repr(value[:limit]), f"{len(value)} {'chars' if isinstance(value, str) else 'bytes'}"  # noqa: E501
+        text, total = (
+            repr(value[:limit]),
+            f"{len(value)} {'chars' if isinstance(value, str) else 'bytes'}",
+        )
     else:
         try:
             text = repr(value)
@@ -73,8 +76,8 @@ class CellRunner:
         tree = ast.parse(source, filename, "exec")
         last: types.CodeType | None = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            expr = ast.Expression(tree.body.pop().value)
-            last = compile(expr, filename, "eval")
+            last = compile(ast.Expression(tree.body[-1].value), filename, "eval")
+            del tree.body[-1]
         body = compile(tree, filename, "exec")
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         return body, last

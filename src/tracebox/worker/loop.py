@@ -54,14 +54,16 @@ _OURS: dict[str, io.TextIOWrapper] = {}
 
 
 def _fresh_streams() -> None:
-    """Point sys.stdout/stderr at fds 1/2, unbuffered (user code may have replaced or closed them)."""
+    """Point sys.stdout/stderr at fds 1/2, unbuffered (user code may have replaced them)."""
     for name, fd in (("stdout", 1), ("stderr", 2)):
         stream = _OURS.get(name)
         if stream is None or stream.closed:
             stream = io.TextIOWrapper(
-                io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+                io.FileIO(fd, "w", closefd=False),
+                encoding="utf-8",
+                errors="backslashreplace",
                 write_through=True,
-            )  # fmt: skip
+            )
             _OURS[name] = stream
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
@@ -175,8 +177,9 @@ class Worker:
             try:
                 protocol.send(self.channel, reply, out_blob)
             except (TypeError, ValueError) as exc:  # unserialisable reply: report, don't die
-                protocol.send(self.channel, {"op": "reply", "status": "sandbox_error",
-                                             "detail": repr(exc)})  # fmt: skip
+                protocol.send(
+                    self.channel, {"op": "reply", "status": "sandbox_error", "detail": repr(exc)}
+                )
             except OSError:
                 os._exit(0)
 

@@ -16,6 +16,7 @@ worker's three descriptors (channel, stdout, stderr) as SCM_RIGHTS.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -32,16 +33,53 @@ from tracebox.sandbox.confine import SpawnLimits, confine, report
 from tracebox.worker import loop, protocol
 
 NAMESPACES = (
-    L.CLONE_NEWUSER | L.CLONE_NEWPID | L.CLONE_NEWNS | L.CLONE_NEWNET | L.CLONE_NEWIPC
-    | L.CLONE_NEWUTS | L.CLONE_NEWCGROUP
-)  # fmt: skip
+    L.CLONE_NEWUSER
+    | L.CLONE_NEWPID
+    | L.CLONE_NEWNS
+    | L.CLONE_NEWNET
+    | L.CLONE_NEWIPC
+    | L.CLONE_NEWUTS
+    | L.CLONE_NEWCGROUP
+)
 PREIMPORT = (
-    "abc", "argparse", "array", "ast", "base64", "bisect", "collections", "copy", "csv",
-    "dataclasses", "datetime", "decimal", "enum", "fractions", "functools", "hashlib", "heapq",
-    "inspect", "io", "itertools", "json", "math", "operator", "pathlib", "pickle", "pprint",
-    "random", "re", "statistics", "string", "struct", "textwrap", "time", "traceback", "typing",
-    "unittest", "uuid",
-)  # fmt: skip
+    "abc",
+    "argparse",
+    "array",
+    "ast",
+    "base64",
+    "bisect",
+    "collections",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "enum",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "inspect",
+    "io",
+    "itertools",
+    "json",
+    "math",
+    "operator",
+    "pathlib",
+    "pickle",
+    "pprint",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "struct",
+    "textwrap",
+    "time",
+    "traceback",
+    "typing",
+    "unittest",
+    "uuid",
+)
 MAX_MESSAGE = 1 << 16
 
 
@@ -115,10 +153,8 @@ def _spawn(host_uid: int, limits: SpawnLimits, fds: list[int]) -> int:
         os.close(down_w)
         for fd in fds:
             os.close(fd)
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid_a, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
 
 def _reap(sock: socket.socket) -> None:
