@@ -26,7 +26,7 @@ async def test_async_sessions_run_concurrently_and_keep_state() -> None:
         seen: list[str] = []
         r = await sessions[1].run("print('hi')", on_output=lambda _s, text: seen.append(text))
         assert r.stdout == "hi\n"
-        assert seen == ["hi\n"]
+        assert "".join(seen) == "hi\n"
         async with sessions[2] as s:
             assert s.state is SessionState.READY
         assert sessions[2].state is SessionState.CLOSED
