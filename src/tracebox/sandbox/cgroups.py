@@ -106,20 +106,27 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _read_int(path: str) -> int | None:
-    text = _read(path)
+def _parse_int(text: str | None) -> int | None:
     try:
         return None if text is None else int(text.split()[0])
     except (ValueError, IndexError):
         return None
 
 
-def _read_key(path: str, key: str) -> int | None:
-    for line in (_read(path) or "").splitlines():
+def _parse_key(text: str | None, key: str) -> int | None:
+    for line in (text or "").splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0] == key and parts[1].isdigit():
             return int(parts[1])
     return None
+
+
+def _read_int(path: str) -> int | None:
+    return _parse_int(_read(path))
+
+
+def _read_key(path: str, key: str) -> int | None:
+    return _parse_key(_read(path), key)
 
 
 def _write(path: str, value: str) -> None:
@@ -208,6 +215,7 @@ class SessionCgroup:
         self.support = support  # of this cgroup: a controller can fail here after probe() said ok
         self._dirs = dirs  # controller -> (directory, cgroup version)
         self._peak_fd: int | None = None
+        self._fds: dict[tuple[str, int], int] = {}  # metric files kept open: a run reads ~6
         self._peak_baseline: tuple[int, int] | None = None  # v2 fallback: (peak, usage) at reset
         self._closed = False
 
@@ -254,6 +262,31 @@ class SessionCgroup:
         support = CgroupSupport(reasons["memory"], reasons["pids"], reasons["cpu"], support.where)
         return cls(name, dirs, support)
 
+    def _fd(self, path: str, mode: int) -> int:
+        fd = self._fds.get((path, mode))
+        if fd is None:
+            fd = self._fds[(path, mode)] = os.open(path, mode | os.O_CLOEXEC)
+        return fd
+
+    def _read(self, path: str) -> str | None:
+        """Read a metric through a cached descriptor (cgroup files regenerate on each pread)."""
+        try:
+            return os.pread(self._fd(path, os.O_RDONLY), 4096, 0).decode()
+        except OSError:
+            return None
+
+    def _read_int(self, path: str) -> int | None:
+        return _parse_int(self._read(path))
+
+    def _read_key(self, path: str, key: str) -> int | None:
+        return _parse_key(self._read(path), key)
+
+    def _close_fds(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
     # -- membership ---------------------------------------------------------------------------
 
     @property
@@ -298,14 +331,14 @@ class SessionCgroup:
         if path is None:
             return None
         if self._dirs["cpu"][1] == 1:
-            ns = _read_int(path)
+            ns = self._read_int(path)
             return None if ns is None else ns / 1e9
-        usec = _read_key(path, "usage_usec")
+        usec = self._read_key(path, "usage_usec")
         return None if usec is None else usec / 1e6
 
     def memory_bytes(self) -> int | None:
         path = self._file("memory", "memory.usage_in_bytes", "memory.current")
-        return None if path is None else _read_int(path)
+        return None if path is None else self._read_int(path)
 
     def peak_memory_bytes(self) -> int | None:
         """High-water mark of memory usage since the last :meth:`reset_peak` (or creation).
@@ -318,7 +351,7 @@ class SessionCgroup:
             return None
         d, version = self._dirs["memory"]
         if version == 1:
-            return _read_int(os.path.join(d, "memory.max_usage_in_bytes"))
+            return self._read_int(os.path.join(d, "memory.max_usage_in_bytes"))
         if self._peak_fd is not None:
             try:
                 os.lseek(self._peak_fd, 0, os.SEEK_SET)
@@ -338,7 +371,7 @@ class SessionCgroup:
         d, version = self._dirs["memory"]
         if version == 1:
             with contextlib.suppress(OSError):
-                _write(os.path.join(d, "memory.max_usage_in_bytes"), "0")
+                os.write(self._fd(os.path.join(d, "memory.max_usage_in_bytes"), os.O_WRONLY), b"0")
             return
         # v2, kernel >= 6.12: a write resets the peak *as seen through that file descriptor*.
         try:
@@ -355,7 +388,7 @@ class SessionCgroup:
     def oom_kills(self) -> int:
         """Processes killed by the OOM killer for this cgroup's limit; 0 if unknown."""
         path = self._file("memory", "memory.oom_control", "memory.events")
-        return (_read_key(path, "oom_kill") or 0) if path else 0
+        return (self._read_key(path, "oom_kill") or 0) if path else 0
 
     # -- teardown -----------------------------------------------------------------------------
 
@@ -396,6 +429,7 @@ class SessionCgroup:
         if self._closed:
             return
         self._close_peak_fd()
+        self._close_fds()
         deadline = time.monotonic() + _CLOSE_TIMEOUT
         self._kill_until_empty(deadline)
         left = self._unique_dirs()

@@ -213,9 +213,9 @@ class Session:
         reader = FrameReader(
             max_header=8 * lim.max_value_chars + (1 << 20), max_blob=lim.max_transfer_bytes
         )
-        pending = b"".join(encode(msg, blob))
+        pending = self._send_some(memoryview(b"".join(encode(msg, blob))), ex)  # usually all
         sel = selectors.DefaultSelector()
-        sel.register(w.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        sel.register(w.channel, selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0))
         for fd, cap in ((w.stdout, out), (w.stderr, err)):
             sel.register(fd, selectors.EVENT_READ, cap)
         hard_wall = cpu_at_interrupt = None
@@ -227,7 +227,7 @@ class Session:
                     if isinstance(key.data, Capture):
                         self._drain(key.fd, key.data, sel)
                     elif events & selectors.EVENT_WRITE and pending:
-                        pending = pending[w.channel.send(pending[: 1 << 20]) :]
+                        pending = self._send_some(pending, ex)
                         if not pending:
                             sel.modify(w.channel, selectors.EVENT_READ)
                     elif events & selectors.EVENT_READ:
@@ -266,6 +266,15 @@ class Session:
         ex.peak_mb = w.peak_memory_mb()
         ex.oom = w.oom_kills() > oom0
         return ex
+
+    def _send_some(self, data: memoryview, ex: _Exchange) -> memoryview:
+        try:
+            return data[self._worker.channel.send(data) :]
+        except BlockingIOError:
+            return data
+        except OSError:
+            ex.death = "the worker's channel is closed"
+            return data[len(data) :]
 
     def _drain(self, fd: int, cap: Capture, sel: selectors.BaseSelector | None) -> None:
         while True:

@@ -62,32 +62,53 @@ def recv_blocking(sock: socket.socket) -> tuple[Message, bytes]:
 
 
 class FrameReader:
-    """Incremental, bounded frame parser for bytes from an untrusted peer."""
+    """Incremental, bounded frame parser for bytes from an untrusted peer.
+
+    Chunks are kept as a list and joined once per complete frame, so a 100 MB value costs
+    one copy rather than one per received chunk.
+    """
 
     def __init__(self, max_header: int, max_blob: int) -> None:
-        self._buf = bytearray()
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._need: int | None = None  # length of the frame being received, once known
         self._max_header = max_header
         self._max_blob = max_blob
 
+    def _joined(self) -> bytes:
+        if len(self._chunks) > 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0] if self._chunks else b""
+
     def feed(self, data: bytes) -> list[tuple[Message, bytes]]:
-        self._buf += data
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
         frames: list[tuple[Message, bytes]] = []
-        while len(self._buf) >= _PREFIX.size:
-            head_len, blob_len = _PREFIX.unpack_from(self._buf)
-            if head_len > self._max_header:
-                raise FrameError(f"header of {head_len} bytes exceeds {self._max_header}")
-            if blob_len > self._max_blob:
-                raise FrameError(f"payload of {blob_len} bytes exceeds {self._max_blob}")
-            end = _PREFIX.size + head_len + blob_len
-            if len(self._buf) < end:
-                break
-            try:
-                msg = json.loads(self._buf[_PREFIX.size : _PREFIX.size + head_len])
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise FrameError(f"header is not JSON: {exc}") from None
-            if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
-                raise FrameError("header is not an object with an 'op'")
-            blob = bytes(self._buf[_PREFIX.size + head_len : end])
-            del self._buf[:end]
-            frames.append((msg, blob))
-        return frames
+        while True:
+            if self._need is None:
+                if self._size < _PREFIX.size:
+                    return frames
+                head_len, blob_len = _PREFIX.unpack_from(self._joined())
+                if head_len > self._max_header:
+                    raise FrameError(f"header of {head_len} bytes exceeds {self._max_header}")
+                if blob_len > self._max_blob:
+                    raise FrameError(f"payload of {blob_len} bytes exceeds {self._max_blob}")
+                self._need = _PREFIX.size + head_len + blob_len
+            if self._size < self._need:
+                return frames
+            buf, end = self._joined(), self._need
+            body = _PREFIX.size + _PREFIX.unpack_from(buf)[0]
+            frames.append((_parse_header(buf[_PREFIX.size : body]), buf[body:end]))
+            rest = buf[end:]
+            self._chunks, self._size, self._need = ([rest] if rest else []), len(rest), None
+
+
+def _parse_header(head: bytes) -> Message:
+    try:
+        msg = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FrameError(f"header is not JSON: {exc}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
+        raise FrameError("header is not an object with an 'op'")
+    return msg
