@@ -196,7 +196,7 @@ class Template:
         if msg.get("op") != "hello":
             raise ProtocolError(f"unexpected first message from worker: {msg.get('op')!r}")
         report: dict[str, Any] = msg["confinement"]
-        problems = [
+        problems = _host_view_problems(worker.pid) + [
             what
             for what, bad in (
                 ("capabilities remain", report.get("cap_effective") or report.get("cap_bounding")),
@@ -223,3 +223,25 @@ class Template:
             time.sleep(0.01)
         shutil.rmtree(self._root, ignore_errors=True)
         self._log.close()
+
+
+NAMESPACES = ("user", "pid", "mnt", "net", "ipc", "uts", "cgroup")
+
+
+def _host_view_problems(pid: int) -> list[str]:
+    """Check from the host, not trusting the worker: new namespaces and an unprivileged uid."""
+    problems = []
+    for ns in NAMESPACES:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/{ns}") == os.readlink(f"/proc/self/ns/{ns}"):
+                problems.append(f"the worker shares the host's {ns} namespace")
+        except OSError as exc:
+            problems.append(f"cannot inspect the worker's {ns} namespace: {exc.strerror}")
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+        if any(int(u) < _UID_RANGE[0] for u in uids):
+            problems.append(f"the worker runs as host uid {uids[0]}")
+    except (OSError, StopIteration) as exc:
+        problems.append(f"cannot read the worker's host uid: {exc}")
+    return problems

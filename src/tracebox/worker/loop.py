@@ -27,13 +27,18 @@ from tracebox.worker.cell import CellRunner, describe
 
 
 class _Interrupts:
-    """Turns the first limit signal of a request into KeyboardInterrupt."""
+    """Turns the first limit signal of a request into KeyboardInterrupt.
+
+    Outside a request (a late SIGINT from the host racing the reply) signals are ignored, so
+    they can never break the loop itself.
+    """
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.active = False
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.reason is not None:
+        if not self.active or self.reason is not None:
             return
         self.reason = "cpu" if signum == signal.SIGPROF else "signal"
         raise KeyboardInterrupt
@@ -43,11 +48,13 @@ class _Interrupts:
         self.reason = None
         signal.signal(signal.SIGINT, self.handler)
         signal.signal(signal.SIGPROF, self.handler)
+        self.active = True
         signal.setitimer(signal.ITIMER_PROF, cpu_seconds)
         try:
             yield
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
+            self.active = False
 
 
 _OURS: dict[str, io.TextIOWrapper] = {}
@@ -185,5 +192,10 @@ class Worker:
 
 
 def serve(channel: socket.socket) -> NoReturn:
+    sys.argv = [""]
+    sys.path[:] = [
+        "",
+        *(p for p in sys.path if p not in ("", "/")),
+    ]  # cwd importable, as in Jupyter
     _fresh_streams()
     Worker(channel).serve()
