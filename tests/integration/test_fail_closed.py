@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import subprocess
 import sys
+import time
 
 from tracebox import Runtime
 
@@ -42,3 +44,41 @@ def test_every_worker_is_verified_from_the_host() -> None:
         # the sandbox's cwd is importable, like a notebook's
         s.run("open('helper.py', 'w').write('def twice(x):\\n    return 2 * x\\n')")
         assert s.run("import helper\nhelper.twice(21)").value == "42"
+
+
+_HOST = """
+import sys, tracebox
+rt = tracebox.Runtime(pool_size=2)
+sessions = [rt.session() for _ in range(3)]
+sessions[0].run("import subprocess\\np = subprocess.Popen(['sleep', '600'])")
+print(rt._template._proc.pid, *(s._worker.pid for s in sessions), flush=True)
+sys.stdin.read()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_killing_the_host_leaves_no_worker_behind() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOST], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as host:
+        assert host.stdout is not None
+        pids = [int(p) for p in host.stdout.readline().split()]
+        assert len(pids) == 4
+        assert all(_alive(p) for p in pids)
+        host.kill()  # SIGKILL: no cleanup code runs on the host
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if _alive(p)], "template or workers outlived the host"
+    # the dead host's cgroups are swept by the next runtime that starts
+    pattern = f"/sys/fs/cgroup/**/tracebox/rt{host.pid}-*"
+    assert glob.glob(pattern, recursive=True)
+    Runtime(pool_size=0).close()
+    assert glob.glob(pattern, recursive=True) == []

@@ -28,12 +28,13 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
 from tracebox.errors import SandboxError
 
-__all__ = ["CgroupSupport", "SessionCgroup", "probe"]
+__all__ = ["CgroupSupport", "SessionCgroup", "probe", "remove_stale"]
 
 CONTROLLERS = ("memory", "pids", "cpu")
 _V1_NAMES = {"memory": "memory", "pids": "pids", "cpu": "cpuacct"}
@@ -199,6 +200,27 @@ def probe(*, refresh: bool = False) -> CgroupSupport:
     except Exception as e:  # defensive: probing must never break the caller
         reason = f"cgroup probe failed: {e!r}"
         return CgroupSupport(reason, reason, reason)
+
+
+def remove_stale(is_stale: Callable[[str], bool]) -> list[str]:
+    """Kill what is inside, and remove, every session cgroup whose name ``is_stale`` accepts.
+
+    A host killed without cleanup leaves its (by then empty) cgroups behind; the next runtime
+    calls this with a predicate recognising names of runtimes that are gone. Never raises.
+    """
+    removed: list[str] = []
+    with contextlib.suppress(Exception):
+        for ctl, h in _layout()[1]:
+            with contextlib.suppress(OSError):
+                for name in os.listdir(h.parent):
+                    path = os.path.join(h.parent, name)
+                    if not os.path.isdir(path) or not is_stale(name):
+                        continue
+                    group = SessionCgroup(name, {ctl: (path, h.version)}, probe())
+                    with contextlib.suppress(SandboxError):
+                        group.close()
+                        removed.append(path)
+    return removed
 
 
 def _validate_name(name: str) -> None:

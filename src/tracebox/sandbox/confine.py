@@ -89,12 +89,12 @@ def _arrange_fds(ctrl: int, out: int, err: int) -> socket.socket:
 
 def confine(limits: SpawnLimits, ctrl: int, out: int, err: int) -> socket.socket:
     """Confine this process; returns the channel to the host on success."""
-    L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.setgroups([])
     os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
     # No uid 0 is mapped in this namespace, so changing uid keeps the namespace capabilities
     # we still need for the mounts below; they are dropped explicitly right after.
     os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+    L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which would clear it
     _mount_private_dirs(limits.disk_mb)
     socket.sethostname("sandbox")
     L.drop_all_capabilities()

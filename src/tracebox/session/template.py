@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -41,6 +42,7 @@ class Template:
             )
         self._python = python or sys.executable
         self._prefix = cgroup_prefix or f"rt{os.getpid()}-{secrets.token_hex(3)}"
+        cgroups.remove_stale(_of_a_dead_runtime)
         self._ids = itertools.count()
         self._pending: dict[int, Future[dict[str, Any]]] = {}
         self._exits: dict[int, ExitNotice] = {}
@@ -133,11 +135,20 @@ class Template:
                 socket.send_fds(
                     self._sock, [json.dumps(msg).encode()], [worker_ch.fileno(), out_w, err_w]
                 )
+            except OSError as exc:
+                self._pending.pop(request_id, None)
+                future.set_result({"op": "spawn_failed", "error": f"template unreachable: {exc}"})
             finally:
                 worker_ch.close()
                 os.close(out_w)
                 os.close(err_w)
-        reply = future.result(timeout=START_TIMEOUT)
+        try:
+            reply = future.result(timeout=START_TIMEOUT)
+        except TimeoutError:
+            reply = {
+                "op": "spawn_failed",
+                "error": f"the template did not answer in {START_TIMEOUT:g} s",
+            }
         if reply["op"] != "spawned":
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -223,6 +234,12 @@ class Template:
             time.sleep(0.01)
         shutil.rmtree(self._root, ignore_errors=True)
         self._log.close()
+
+
+def _of_a_dead_runtime(cgroup_name: str) -> bool:
+    """Session cgroups are named ``rt<host pid>-<token>-<worker>``: is that host gone?"""
+    match = re.fullmatch(r"rt(\d+)-[0-9a-f]+-.*", cgroup_name)
+    return match is not None and not os.path.exists(f"/proc/{match.group(1)}")
 
 
 NAMESPACES = ("user", "pid", "mnt", "net", "ipc", "uts", "cgroup")
