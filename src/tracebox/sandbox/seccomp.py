@@ -21,7 +21,10 @@ The default action is ALLOW; everything listed here fails with EPERM (user code 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
+import os
 from typing import Any
 
 from tracebox.errors import IsolationUnavailable
@@ -29,27 +32,71 @@ from tracebox.errors import IsolationUnavailable
 __all__ = ["blocked_syscalls", "install_filter"]
 
 PROCESS_ACCESS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp", "pidfd_getfd",
-)  # fmt: skip
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "process_madvise",
+    "kcmp",
+    "pidfd_getfd",
+)
 MOUNTS = (
-    "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsconfig",
-    "fsmount", "fspick", "mount_setattr",
-)  # fmt: skip
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
+)
 NAMESPACES = ("unshare", "setns")
 KERNEL_SURFACE = (
-    "bpf", "perf_event_open", "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "userfaultfd", "keyctl", "add_key", "request_key",
-)  # fmt: skip
+    "bpf",
+    "perf_event_open",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+)
 ADMINISTRATION = (
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
-    "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "syslog", "settimeofday",
-    "clock_settime", "adjtimex", "clock_adjtime", "sethostname", "setdomainname",
-)  # fmt: skip
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "quotactl",
+    "quotactl_fd",
+    "syslog",
+    "settimeofday",
+    "clock_settime",
+    "adjtimex",
+    "clock_adjtime",
+    "sethostname",
+    "setdomainname",
+)
 FILE_HANDLES = ("name_to_handle_at", "open_by_handle_at")
 LEGACY = (
-    "iopl", "ioperm", "vhangup", "uselib", "nfsservctl", "lookup_dcookie", "_sysctl",
-    "create_module", "get_kernel_syms", "query_module",
-)  # fmt: skip
+    "iopl",
+    "ioperm",
+    "vhangup",
+    "uselib",
+    "nfsservctl",
+    "lookup_dcookie",
+    "_sysctl",
+    "create_module",
+    "get_kernel_syms",
+    "query_module",
+)
 
 DENIED_EPERM: tuple[str, ...] = (
     PROCESS_ACCESS + MOUNTS + NAMESPACES + KERNEL_SURFACE + ADMINISTRATION + FILE_HANDLES + LEGACY
@@ -68,6 +115,10 @@ CLONE_NAMESPACE_FLAGS = {
 }
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
+_SYS_SECCOMP = 317  # x86_64
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_TSYNC = 1
+_BPF_INSN_SIZE = 8  # sizeof(struct sock_filter)
 _LOW32 = 0xFFFFFFFF  # the kernel reads ioctl's request and personality's arg as 32-bit ints
 
 
@@ -126,16 +177,48 @@ def _build_filter(sc: Any) -> Any:
     return filt
 
 
+@functools.cache
+def compiled_program() -> bytes:
+    """The filter as raw BPF, built once: the template compiles it before forking workers."""
+    sc = _import_pyseccomp()
+    fd = os.memfd_create("tracebox-seccomp", os.MFD_CLOEXEC)
+    try:
+        _build_filter(sc).export_bpf(_Fd(fd))
+        size = os.lseek(fd, 0, os.SEEK_END)
+        return os.pread(fd, size, 0)
+    except OSError as exc:
+        raise IsolationUnavailable(f"seccomp: the filter could not be built: {exc}") from exc
+    finally:
+        os.close(fd)
+
+
+class _Fd:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 def install_filter() -> None:
-    """Load the worker's seccomp filter into the calling process.
+    """Load the worker's seccomp filter into the calling process (needs no_new_privs set).
 
     Irreversible and inherited by children. Raises :class:`IsolationUnavailable` when
     pyseccomp or libseccomp is missing or the kernel refuses the filter (fails closed).
     """
-    sc = _import_pyseccomp()
-    try:
-        _build_filter(sc).load()
-    except OSError as exc:
-        raise IsolationUnavailable(
-            f"seccomp: the filter could not be built or loaded: {exc}"
-        ) from exc
+    program = compiled_program()
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // _BPF_INSN_SIZE, ctypes.cast(buf, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if (
+        libc.syscall(
+            _SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(prog)
+        )
+        != 0
+    ):
+        err = ctypes.get_errno()
+        raise IsolationUnavailable(f"seccomp: the kernel refused the filter: {os.strerror(err)}")

@@ -28,7 +28,7 @@ import traceback
 from typing import Any, NoReturn
 
 from tracebox.sandbox import _linux as L
-from tracebox.sandbox import rootfs
+from tracebox.sandbox import rootfs, seccomp
 from tracebox.sandbox.confine import SpawnLimits, confine, report
 from tracebox.worker import loop, protocol
 
@@ -209,6 +209,7 @@ def main() -> NoReturn:
         if os.getppid() != config["host_pid"]:  # the host died before we armed PDEATHSIG
             os._exit(1)
         L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+        seccomp.compiled_program()  # once here, so each worker only loads it
         L.unshare(L.CLONE_NEWNS | L.CLONE_NEWNET | L.CLONE_NEWIPC | L.CLONE_NEWUTS)
         rootfs.build(config["root"], config["python"])
         for name in PREIMPORT:
