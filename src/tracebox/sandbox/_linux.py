@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -31,8 +32,18 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_DUMPABLE = 4
 
-_SYS_PIVOT_ROOT = 155  # x86_64
-_SYS_CAPSET = 126
+# Numbers of the calls reached through syscall(2), per architecture.
+_SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "capset": 126, "seccomp": 317},
+    "aarch64": {"pivot_root": 41, "capset": 91, "seccomp": 277},
+}
+try:
+    _NR = _SYSCALLS[platform.machine()]
+except KeyError:
+    raise ImportError(f"tracebox does not support {platform.machine()} yet") from None
+_SYS_PIVOT_ROOT = _NR["pivot_root"]
+_SYS_CAPSET = _NR["capset"]
+SYS_SECCOMP = _NR["seccomp"]
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _CAP_LAST_CAP_FALLBACK = 40
 

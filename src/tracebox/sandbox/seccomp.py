@@ -28,6 +28,7 @@ import os
 from typing import Any
 
 from tracebox.errors import IsolationUnavailable
+from tracebox.sandbox import _linux as L
 
 __all__ = ["blocked_syscalls", "install_filter"]
 
@@ -115,7 +116,6 @@ CLONE_NAMESPACE_FLAGS = {
 }
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
-_SYS_SECCOMP = 317  # x86_64
 _SECCOMP_SET_MODE_FILTER = 1
 _SECCOMP_FILTER_FLAG_TSYNC = 1
 _BPF_INSN_SIZE = 8  # sizeof(struct sock_filter)
@@ -214,11 +214,10 @@ def install_filter() -> None:
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // _BPF_INSN_SIZE, ctypes.cast(buf, ctypes.c_void_p))
     libc = ctypes.CDLL(None, use_errno=True)
-    if (
-        libc.syscall(
-            _SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(prog)
-        )
-        != 0
-    ):
-        err = ctypes.get_errno()
-        raise IsolationUnavailable(f"seccomp: the kernel refused the filter: {os.strerror(err)}")
+    flags = _SECCOMP_FILTER_FLAG_TSYNC
+    ret = libc.syscall(L.SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
+    if ret > 0:  # TSYNC failed: ret is the thread that could not be synchronised
+        raise IsolationUnavailable(f"seccomp: thread {ret} could not be brought under the filter")
+    if ret != 0:
+        reason = os.strerror(ctypes.get_errno())
+        raise IsolationUnavailable(f"seccomp: the kernel refused the filter: {reason}")
