@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import subprocess
 import sys
 import time
@@ -41,6 +42,12 @@ def test_every_worker_is_verified_from_the_host() -> None:
         assert report["cap_bounding"] == 0
         assert (report["uid"], report["pid"], report["groups"]) == (1000, 1, [])
         assert report["net_interfaces"] == ["lo"]
+        # only the Python installation is shown, not the host's working or test directories
+        here = os.path.dirname(os.path.abspath(__file__))
+        project = os.path.join(here, "..", "..", "pyproject.toml")
+        assert os.path.exists(project)
+        visible = s.run(f"import os\n[os.path.exists(p) for p in ({here!r}, {project!r})]")
+        assert visible.value == "[False, False]"
         # the sandbox's cwd is importable, like a notebook's
         s.run("open('helper.py', 'w').write('def twice(x):\\n    return 2 * x\\n')")
         assert s.run("import helper\nhelper.twice(21)").value == "42"

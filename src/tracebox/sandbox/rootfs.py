@@ -9,6 +9,7 @@ adds only its private, size-limited ``/workspace`` and ``/tmp``.
 from __future__ import annotations
 
 import os
+import site
 import sys
 import sysconfig
 from pathlib import Path
@@ -28,7 +29,11 @@ _HOSTS = "127.0.0.1 localhost\n::1 localhost\n"
 
 
 def python_paths(extra: tuple[str, ...] = ()) -> list[str]:
-    """Directories the interpreter and its packages live in (not the whole home they sit in)."""
+    """Directories the interpreter, its standard library and site-packages live in.
+
+    Deliberately not every ``sys.path`` entry: those include the host's working directory and
+    script folders, which must not leak into the sandbox. ``extra`` adds directories on purpose.
+    """
     here = Path(__file__).resolve().parents[2]  # the directory holding the tracebox package
     candidates = [
         sys.prefix,
@@ -37,7 +42,7 @@ def python_paths(extra: tuple[str, ...] = ()) -> list[str]:
         os.path.dirname(os.path.realpath(sys.executable)),
         str(here),
         *sysconfig.get_paths().values(),
-        *sys.path,
+        *site.getsitepackages(),
         *extra,
     ]
     paths = {os.path.realpath(p) for p in candidates if p and os.path.isdir(p)}
