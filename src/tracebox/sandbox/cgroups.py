@@ -36,9 +36,15 @@ from tracebox.errors import SandboxError
 
 __all__ = ["CgroupSupport", "SessionCgroup", "probe", "remove_stale"]
 
-CONTROLLERS = ("memory", "pids", "cpu")
-_V1_NAMES = {"memory": "memory", "pids": "pids", "cpu": "cpuacct"}
-_V1_PROBE_FILE = {"memory": "memory.limit_in_bytes", "pids": "pids.max", "cpu": "cpuacct.usage"}
+CONTROLLERS = ("memory", "pids", "cpu", "freezer")
+_V1_NAMES = {"memory": "memory", "pids": "pids", "cpu": "cpuacct", "freezer": "freezer"}
+_V1_PROBE_FILE = {
+    "memory": "memory.limit_in_bytes",
+    "pids": "pids.max",
+    "cpu": "cpuacct.usage",
+    "freezer": "freezer.state",
+}
+_V2_CORE = {"cpu": "cpu.stat", "freezer": "cgroup.freeze"}  # built into every v2 cgroup
 _PARENT = "tracebox"
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _CLOSE_TIMEOUT = 2.0
@@ -52,10 +58,11 @@ class CgroupSupport:
     memory: str | None
     pids: str | None
     cpu: str | None
+    freezer: str | None
     where: str = ""  # e.g. "memory=v1:/sys/fs/cgroup/memory pids=v1:/sys/fs/cgroup/pids"
 
     def reasons(self) -> dict[str, str | None]:
-        return {"memory": self.memory, "pids": self.pids, "cpu": self.cpu}
+        return {"memory": self.memory, "pids": self.pids, "cpu": self.cpu, "freezer": self.freezer}
 
     def active(self) -> list[str]:
         return [c for c, reason in self.reasons().items() if reason is None]
@@ -144,12 +151,13 @@ def _enable_v2(cgroup: str, controller: str) -> None:
 def _prepare(controller: str, h: _Hierarchy) -> None:
     """Create ``tracebox/`` in the hierarchy and check the controller is usable under it."""
     os.makedirs(h.parent, exist_ok=True)
-    if h.version == 2 and controller != "cpu":  # core cpu.stat needs no controller
+    if h.version == 2 and controller not in _V2_CORE:
         _enable_v2(h.mount, controller)
         _enable_v2(h.parent, controller)
-    probe_file = _V1_PROBE_FILE[controller] if h.version == 1 else "cpu.stat"
-    if h.version == 2 and controller != "cpu":
-        probe_file = f"{controller}.max"
+    if h.version == 1:
+        probe_file = _V1_PROBE_FILE[controller]
+    else:
+        probe_file = _V2_CORE.get(controller, f"{controller}.max")
     if not os.path.exists(os.path.join(h.parent, probe_file)):
         raise OSError(f"{probe_file} missing under {h.parent}")
 
@@ -168,7 +176,7 @@ def _layout() -> tuple[CgroupSupport, tuple[tuple[str, _Hierarchy], ...]]:
         )
         if v1 is not None:
             h = _Hierarchy(v1, 1)
-        elif v2 is not None and (ctl == "cpu" or ctl in v2_offers):
+        elif v2 is not None and (ctl in _V2_CORE or ctl in v2_offers):
             h = _Hierarchy(v2, 2)
         else:
             where = f"cgroup2 at {v2} offers {v2_offers or 'nothing'}" if v2 else "no cgroup2"
@@ -183,7 +191,7 @@ def _layout() -> tuple[CgroupSupport, tuple[tuple[str, _Hierarchy], ...]]:
         reasons[ctl] = None
         chosen.append((ctl, h))
     where = " ".join(f"{c}=v{h.version}:{h.mount}" for c, h in chosen)
-    support = CgroupSupport(reasons["memory"], reasons["pids"], reasons["cpu"], where)
+    support = CgroupSupport(**reasons, where=where)
     return support, tuple(chosen)
 
 
@@ -199,7 +207,7 @@ def probe(*, refresh: bool = False) -> CgroupSupport:
         return _layout()[0]
     except Exception as e:  # defensive: probing must never break the caller
         reason = f"cgroup probe failed: {e!r}"
-        return CgroupSupport(reason, reason, reason)
+        return CgroupSupport(reason, reason, reason, reason)
 
 
 def remove_stale(is_stale: Callable[[str], bool]) -> list[str]:
@@ -255,7 +263,7 @@ class SessionCgroup:
                 raise ValueError(f"{label} must be a positive int or None, not {value!r}")
         support, chosen = _layout()
         reasons = support.reasons()
-        wanted = {"memory": memory_bytes is not None, "pids": pids_max is not None, "cpu": False}
+        wanted = {"memory": memory_bytes is not None, "pids": pids_max is not None}
         made: list[str] = []
         dirs: dict[str, tuple[str, int]] = {}
         try:
@@ -268,7 +276,7 @@ class SessionCgroup:
                         made.append(path)
                 except OSError as e:
                     reasons[ctl] = f"cannot create {path}: {e.strerror or e}"
-                    if wanted[ctl]:
+                    if wanted.get(ctl):
                         raise SandboxError(f"{ctl} limit requested but {reasons[ctl]}") from e
                     continue
                 dirs[ctl] = (path, h.version)
@@ -281,7 +289,7 @@ class SessionCgroup:
                 with contextlib.suppress(OSError):
                     os.rmdir(path)
             raise
-        support = CgroupSupport(reasons["memory"], reasons["pids"], reasons["cpu"], support.where)
+        support = CgroupSupport(**reasons, where=support.where)
         return cls(name, dirs, support)
 
     def _fd(self, path: str, mode: int) -> int:
@@ -412,6 +420,33 @@ class SessionCgroup:
         path = self._file("memory", "memory.oom_control", "memory.events")
         return (self._read_key(path, "oom_kill") or 0) if path else 0
 
+    # -- freezing -----------------------------------------------------------------------------
+
+    @property
+    def can_freeze(self) -> bool:
+        return "freezer" in self._dirs
+
+    def _set_frozen(self, frozen: bool) -> None:
+        path = self._file("freezer", "freezer.state", "cgroup.freeze")
+        if path is None:
+            return
+        value = (
+            (b"FROZEN" if frozen else b"THAWED")
+            if self._dirs["freezer"][1] == 1
+            else (b"1" if frozen else b"0")
+        )
+        try:
+            os.write(self._fd(path, os.O_WRONLY), value)
+        except OSError as e:
+            raise SandboxError(f"cannot {'freeze' if frozen else 'thaw'} {path}: {e}") from e
+
+    def freeze(self) -> None:
+        """Stop every process and thread inside until :meth:`thaw` (they use no CPU meanwhile)."""
+        self._set_frozen(True)
+
+    def thaw(self) -> None:
+        self._set_frozen(False)
+
     # -- teardown -----------------------------------------------------------------------------
 
     def kill_all(self) -> None:
@@ -432,6 +467,8 @@ class SessionCgroup:
             for pid in inside:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(SandboxError):
+                self.thaw()  # a frozen process (v1) dies of its SIGKILL only once thawed
             if time.monotonic() >= deadline:
                 return False
             time.sleep(delay)

@@ -46,16 +46,48 @@ class WorkerProcess:
     cgroup: SessionCgroup | None
     confinement: dict[str, Any]
     exit: ExitNotice
+    frozen: bool = False
     _closed: bool = False
 
     def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, OSError):
             signal.pidfd_send_signal(self.pidfd, sig)
 
+    def threads(self) -> int:
+        """Threads of the worker process, read by the host (the worker's word is not trusted)."""
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                return int(next(line for line in f if line.startswith("Threads:")).split()[1])
+        except (OSError, StopIteration, ValueError):
+            return 0
+
+    def settle(self) -> None:
+        """After a request: nothing the request started may keep running.
+
+        The worker already kills its other processes; the host repeats that by host pid, in
+        case user code disabled the worker's own clean-up. Threads cannot be killed one by one,
+        so a session that still has threads is frozen until its next request.
+        """
+        if self.cgroup is None:
+            return
+        for pid in self.cgroup.pids():
+            if pid != self.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.cgroup.can_freeze and self.threads() > 1:
+            self.cgroup.freeze()
+            self.frozen = True
+
+    def resume(self) -> None:
+        """Before a request: thaw a session frozen by :meth:`settle`."""
+        if self.frozen and self.cgroup is not None:
+            self.cgroup.thaw()
+            self.frozen = False
+
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
         if self.cgroup is not None:
-            self.cgroup.kill_all()
+            self.cgroup.kill_all()  # also thaws: a frozen worker dies only once thawed
 
     def wait_exited(self, timeout: float) -> bool:
         ready, _, _ = select.select([self.pidfd], [], [], timeout)

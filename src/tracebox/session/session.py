@@ -208,6 +208,7 @@ class Session:
         out = Capture("stdout", lim.max_output_bytes, on_output)
         err = Capture("stderr", lim.max_output_bytes, on_output)
         msg["cpu_seconds"] = lim.cpu_seconds
+        w.resume()
         w.reset_peak_memory()
         oom0, cpu0, t0 = w.oom_kills(), w.cpu_seconds(), time.monotonic()
         reader = FrameReader(
@@ -259,6 +260,8 @@ class Session:
             if ex.killed is None:
                 w.exit.event.wait(_EXIT_WAIT)
                 ex.death = w.exit.describe()
+        else:
+            w.settle()
         for fd, cap in ((w.stdout, out), (w.stderr, err)):
             self._drain(fd, cap, None)
         ex.stdout, ex.stderr = out.text(), err.text()

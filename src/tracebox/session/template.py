@@ -180,7 +180,7 @@ class Template:
 
     def _cgroup(self, name: str, limits: SpawnLimits, pid: int) -> cgroups.SessionCgroup | None:
         support = cgroups.probe()
-        if support.memory is not None and support.pids is not None and support.cpu is not None:
+        if not support.active():
             return None  # no controller at all: rlimits alone; `tracebox doctor` says why
         # tmpfs pages are charged to the cgroup too, hence the disk allowance
         memory = (limits.memory_mb + limits.disk_mb + 64) << 20
