@@ -346,6 +346,16 @@ class SessionCgroup:
             except OSError as e:
                 raise SandboxError(f"cannot move pid {pid} into {procs}: {e.strerror}") from e
 
+    def members(self) -> list[int]:
+        """Processes inside, read from one hierarchy through a cached descriptor (fast path).
+
+        Every process joins all hierarchies at once and children inherit them all, so one
+        listing is enough between requests; :meth:`pids` reads them all.
+        """
+        procs = self.procs_files
+        text = self._read(procs[0]) if procs else None
+        return [int(p) for p in (text or "").split() if p.isdigit()]
+
     def pids(self) -> list[int]:
         """Processes currently inside (union over hierarchies)."""
         found: set[int] = set()

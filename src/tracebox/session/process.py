@@ -47,6 +47,7 @@ class WorkerProcess:
     confinement: dict[str, Any]
     exit: ExitNotice
     frozen: bool = False
+    _stat_fd: int | None = None
     _closed: bool = False
 
     def signal(self, sig: int) -> None:
@@ -56,9 +57,11 @@ class WorkerProcess:
     def threads(self) -> int:
         """Threads of the worker process, read by the host (the worker's word is not trusted)."""
         try:
-            with open(f"/proc/{self.pid}/status") as f:
-                return int(next(line for line in f if line.startswith("Threads:")).split()[1])
-        except (OSError, StopIteration, ValueError):
+            if self._stat_fd is None:
+                self._stat_fd = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            stat = os.pread(self._stat_fd, 4096, 0).rpartition(b")")[2].split()
+            return int(stat[17])  # field 20, num_threads
+        except (OSError, IndexError, ValueError):
             return 0
 
     def settle(self) -> None:
@@ -70,7 +73,7 @@ class WorkerProcess:
         """
         if self.cgroup is None:
             return
-        for pid in self.cgroup.pids():
+        for pid in self.cgroup.members():
             if pid != self.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
@@ -137,9 +140,10 @@ class WorkerProcess:
         self._closed = True
         self.kill()
         self.wait_exited(2.0)
-        for fd in (self.stdout, self.stderr, self.pidfd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for fd in (self.stdout, self.stderr, self.pidfd, self._stat_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self.channel.close()
         if self.cgroup is not None:
             self.cgroup.close()
