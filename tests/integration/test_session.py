@@ -242,3 +242,15 @@ def test_sessions_with_other_limits_start_on_demand(rt: Runtime) -> None:
         r = s.run("open('f', 'wb').write(b'x' * (3 << 20))")
         assert r.status == "error" and r.error is not None
         assert r.error.type == "OSError"
+
+
+def test_a_forged_reply_kills_the_session_instead_of_desynchronising_it(rt: Runtime) -> None:
+    with rt.session() as s:
+        forge = (
+            "import os\nfrom tracebox.worker import protocol\n"
+            "os.write(3, b''.join(protocol.encode({'op': 'reply', 'seq': 999, 'status': 'ok'})))"
+        )
+        r = s.run(forge)
+        assert r.status == "killed"
+        assert r.error is not None and "broke the protocol" in r.error.message
+        assert s.state is SessionState.DEAD

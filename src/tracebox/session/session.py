@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import selectors
 import signal
@@ -38,6 +39,7 @@ class _Reply(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     op: Literal["reply"]
+    seq: int
     status: Literal["ok", "error", "timeout", "memory", "missing", "too_large", "sandbox_error"]
     value: str | None = None
     error: ErrorInfo | None = None
@@ -86,6 +88,7 @@ class Session:
         self._state = SessionState.READY
         self._lock = threading.Lock()
         self._on_close = on_close
+        self._seq = itertools.count(1)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -208,6 +211,7 @@ class Session:
         out = Capture("stdout", lim.max_output_bytes, on_output)
         err = Capture("stderr", lim.max_output_bytes, on_output)
         msg["cpu_seconds"] = lim.cpu_seconds
+        msg["seq"] = seq = next(self._seq)
         w.resume()
         w.reset_peak_memory()
         oom0, cpu0, t0 = w.oom_kills(), w.cpu_seconds(), time.monotonic()
@@ -232,7 +236,7 @@ class Session:
                         if not pending:
                             sel.modify(w.channel, selectors.EVENT_READ)
                     elif events & selectors.EVENT_READ:
-                        self._read_reply(reader, ex)
+                        self._read_reply(reader, ex, seq)
                 if ex.reply is not None or ex.death is not None:
                     break
                 now, cpu = time.monotonic(), w.cpu_seconds() - cpu0
@@ -294,7 +298,7 @@ class Session:
                 return
             cap.feed(data)
 
-    def _read_reply(self, reader: FrameReader, ex: _Exchange) -> None:
+    def _read_reply(self, reader: FrameReader, ex: _Exchange, seq: int) -> None:
         w = self._worker
         while ex.reply is None:
             try:
@@ -308,9 +312,14 @@ class Session:
                 return
             try:
                 frames = reader.feed(data)
+                if len(frames) > 1:
+                    raise FrameError(f"{len(frames)} replies to one request")
                 if frames:
                     msg, ex.blob = frames[0]
                     ex.reply = _Reply.model_validate(msg)
+                    if ex.reply.seq != seq:
+                        ex.reply = None
+                        raise FrameError(f"reply to request {msg['seq']} while {seq} was asked")
             except (FrameError, ValidationError) as exc:
                 ex.death = f"the worker broke the protocol ({type(exc).__name__}); it was killed"
                 ex.notes.append(str(exc)[:500])

@@ -180,12 +180,12 @@ class Worker:
                 reply = {"status": "ok"}
             else:
                 os._exit(0)
-            reply["op"] = "reply"
+            head = {"op": "reply", "seq": msg.get("seq")}
             try:
-                protocol.send(self.channel, reply, out_blob)
+                protocol.send(self.channel, {**reply, **head}, out_blob)
             except (TypeError, ValueError) as exc:  # unserialisable reply: report, don't die
                 protocol.send(
-                    self.channel, {"op": "reply", "status": "sandbox_error", "detail": repr(exc)}
+                    self.channel, {**head, "status": "sandbox_error", "detail": repr(exc)}
                 )
             except OSError:
                 os._exit(0)
