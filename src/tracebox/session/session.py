@@ -60,7 +60,7 @@ class _Exchange:
     wall: float = 0.0
     peak_mb: float | None = None
     interrupted: str | None = None  # the limit for which the host sent SIGINT
-    killed: str | None = None  # the limit for which the host killed the worker
+    killed: str | None = None  # why the host killed the worker: "cpu", "wall" or "protocol"
     death: str | None = None  # why the worker is gone, if it is
     oom: bool = False
     notes: list[str] = field(default_factory=list)
@@ -322,6 +322,7 @@ class Session:
                         raise FrameError(f"reply to request {msg['seq']} while {seq} was asked")
             except (FrameError, ValidationError) as exc:
                 ex.death = f"the worker broke the protocol ({type(exc).__name__}); it was killed"
+                ex.killed = "protocol"
                 ex.notes.append(str(exc)[:500])
                 w.kill()
                 return
@@ -345,7 +346,7 @@ class Session:
             else:
                 status = "sandbox_error"
                 error = ErrorInfo(type="SandboxError", message=r.detail or f"worker: {r.status}")
-        elif ex.killed is not None:
+        elif ex.killed in ("cpu", "wall"):
             status, error = "timeout", _time_limit(ex.killed, lim, alive=False)
         elif ex.oom:
             status = "memory"
@@ -358,7 +359,8 @@ class Session:
             )
         else:
             status = "killed"
-            error = ErrorInfo(type="WorkerDied", message=f"{ex.death}; the session is dead")
+            kind = "ProtocolViolation" if ex.killed == "protocol" else "WorkerDied"
+            error = ErrorInfo(type=kind, message=f"{ex.death}; the session is dead")
         return RunResult(
             status=status,
             stdout=ex.stdout,
