@@ -97,10 +97,35 @@ def _gone_or_zombie(pid: int) -> bool:
         return True
 
 
-def test_probe_reports_memory_pids_cpu(support: CgroupSupport) -> None:
-    _require(support, "memory", "pids", "cpu")
-    assert support.active() == ["memory", "pids", "cpu"]
+def test_probe_reports_memory_pids_cpu_freezer(support: CgroupSupport) -> None:
+    _require(support, "memory", "pids", "cpu", "freezer")
+    assert support.active() == ["memory", "pids", "cpu", "freezer"]
     assert "memory: ok" in support.summary()
+
+
+def test_freeze_stops_cpu_use_and_close_kills_frozen_processes(
+    make_cgroup: Callable[..., SessionCgroup],
+    spawn: Callable[[SessionCgroup, str], subprocess.Popen[bytes]],
+) -> None:
+    cg = make_cgroup()
+    assert cg.can_freeze
+    p = spawn(cg, "print('spinning', flush=True)\nwhile True:\n    pass")
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"spinning\n"
+    cg.freeze()
+    deadline, frozen_at = time.monotonic() + 2, -1.0
+    while frozen_at != cg.cpu_seconds() and time.monotonic() < deadline:  # freezing is async
+        frozen_at = cg.cpu_seconds() or 0.0
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert cg.cpu_seconds() == frozen_at
+    cg.thaw()
+    time.sleep(0.2)
+    assert (cg.cpu_seconds() or 0) > (frozen_at or 0)
+    cg.freeze()
+    cg.close()  # a frozen process only dies once thawed: close() must do that itself
+    assert p.wait(timeout=5) == -signal.SIGKILL
+    assert cg.pids() == []
 
 
 def test_memory_limit_oom_kills(

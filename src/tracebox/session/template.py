@@ -122,9 +122,21 @@ class Template:
         """Start one confined worker; returns once it has confirmed its confinement."""
         if self._closed:
             raise SandboxError("the template is closed")
+        group = self._cgroup(name, limits)
+        try:
+            return self._spawn_into(limits, group)
+        except BaseException:
+            if group is not None:
+                group.close()
+            raise
+
+    def _spawn_into(
+        self, limits: SpawnLimits, group: cgroups.SessionCgroup | None
+    ) -> WorkerProcess:
         host_ch, worker_ch = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        joins = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in group.procs_files] if group else []
         request_id = next(self._ids)
         future: Future[dict[str, Any]] = Future()
         uid = secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0]
@@ -133,22 +145,21 @@ class Template:
             self._pending[request_id] = future
             try:
                 socket.send_fds(
-                    self._sock, [json.dumps(msg).encode()], [worker_ch.fileno(), out_w, err_w]
+                    self._sock,
+                    [json.dumps(msg).encode()],
+                    [worker_ch.fileno(), out_w, err_w, *joins],
                 )
             except OSError as exc:
                 self._pending.pop(request_id, None)
                 future.set_result({"op": "spawn_failed", "error": f"template unreachable: {exc}"})
             finally:
                 worker_ch.close()
-                os.close(out_w)
-                os.close(err_w)
+                for fd in (out_w, err_w, *joins):
+                    os.close(fd)
         try:
             reply = future.result(timeout=START_TIMEOUT)
         except TimeoutError:
-            reply = {
-                "op": "spawn_failed",
-                "error": f"the template did not answer in {START_TIMEOUT:g} s",
-            }
+            reply = {"op": "spawn_failed", "error": f"no answer in {START_TIMEOUT:g} s"}
         if reply["op"] != "spawned":
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -163,12 +174,11 @@ class Template:
             channel=host_ch,
             stdout=out_r,
             stderr=err_r,
-            cgroup=None,
+            cgroup=group,
             confinement={},
             exit=notice,
         )
         try:
-            worker.cgroup = self._cgroup(name, limits, pid)
             worker.confinement = self._hello(worker)
         except BaseException:
             worker.close()
@@ -178,21 +188,14 @@ class Template:
         host_ch.setblocking(False)
         return worker
 
-    def _cgroup(self, name: str, limits: SpawnLimits, pid: int) -> cgroups.SessionCgroup | None:
-        support = cgroups.probe()
-        if not support.active():
+    def _cgroup(self, name: str, limits: SpawnLimits) -> cgroups.SessionCgroup | None:
+        if not cgroups.probe().active():
             return None  # no controller at all: rlimits alone; `tracebox doctor` says why
         # tmpfs pages are charged to the cgroup too, hence the disk allowance
         memory = (limits.memory_mb + limits.disk_mb + 64) << 20
-        group = cgroups.SessionCgroup.create(
+        return cgroups.SessionCgroup.create(
             f"{self._prefix}-{name}", memory_bytes=memory, pids_max=limits.max_processes + 1
         )
-        try:
-            group.add(pid)
-        except BaseException:
-            group.close()
-            raise
-        return group
 
     def _hello(self, worker: WorkerProcess) -> dict[str, Any]:
         worker.channel.settimeout(HELLO_TIMEOUT)
@@ -207,6 +210,8 @@ class Template:
         if msg.get("op") != "hello":
             raise ProtocolError(f"unexpected first message from worker: {msg.get('op')!r}")
         report: dict[str, Any] = msg["confinement"]
+        if worker.cgroup is not None and worker.pid not in worker.cgroup.pids():
+            raise IsolationUnavailable(f"the worker did not join its cgroup {worker.cgroup.name}")
         problems = _host_view_problems(worker.pid) + [
             what
             for what, bad in (

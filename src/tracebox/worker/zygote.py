@@ -81,6 +81,7 @@ PREIMPORT = (
     "uuid",
 )
 MAX_MESSAGE = 1 << 16
+MAX_FDS = 16
 
 
 def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -110,7 +111,13 @@ def _become_worker(limits: SpawnLimits, fds: list[int]) -> NoReturn:
 
 
 def _spawn(host_uid: int, limits: SpawnLimits, fds: list[int]) -> int:
-    """Start one worker; returns its pid (as the host sees it)."""
+    """Start one worker; returns its pid (as the host sees it).
+
+    ``fds`` are the worker's channel, stdout and stderr, then the ``cgroup.procs`` files of its
+    cgroups: it joins them before creating its namespaces, so its cgroup namespace is rooted
+    at its own cgroup and everything it allocates is charged there.
+    """
+    worker_fds, join_fds = fds[:3], fds[3:]
     up_r, up_w = os.pipe()  # A -> template
     down_r, down_w = os.pipe()  # template -> A, then B
     pid_a = os.fork()
@@ -119,6 +126,9 @@ def _spawn(host_uid: int, limits: SpawnLimits, fds: list[int]) -> int:
         try:
             os.close(up_r)
             os.close(down_w)
+            for fd in join_fds:
+                os.write(fd, b"0")
+                os.close(fd)
             L.unshare(NAMESPACES)
             os.write(up_w, b"u")
             if os.read(down_r, 1) == b"m":
@@ -127,7 +137,7 @@ def _spawn(host_uid: int, limits: SpawnLimits, fds: list[int]) -> int:
                     os.close(up_w)
                     if os.read(down_r, 1) == b"g":  # A is gone: PDEATHSIG now binds to us
                         os.close(down_r)
-                        _become_worker(limits, fds)
+                        _become_worker(limits, worker_fds)
                     os._exit(1)
                 os.write(up_w, struct.pack("<i", pid_b))
                 code = 0
@@ -187,13 +197,13 @@ def serve(sock: socket.socket) -> NoReturn:
                         break
                 _reap(sock)
                 continue
-            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 3)
+            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
             if not data:
                 os._exit(0)
             msg = json.loads(data)
             try:
-                if len(fds) != 3:
-                    raise ValueError(f"spawn needs 3 descriptors, got {len(fds)}")
+                if len(fds) < 3:
+                    raise ValueError(f"spawn needs at least 3 descriptors, got {len(fds)}")
                 pid = _spawn(int(msg["uid"]), SpawnLimits(**msg["limits"]), fds)
                 _send(sock, {"op": "spawned", "id": msg["id"], "pid": pid})
             except Exception as exc:
