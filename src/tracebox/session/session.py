@@ -223,12 +223,10 @@ class Session:
         sel.register(w.channel, selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0))
         for fd, cap in ((w.stdout, out), (w.stderr, err)):
             sel.register(fd, selectors.EVENT_READ, cap)
-        hard_wall = cpu_at_interrupt = None
+        watch = _Watch(lim, t0)
         try:
             while ex.reply is None and ex.death is None:
-                now = time.monotonic()
-                wait = (hard_wall if hard_wall is not None else t0 + lim.wall_seconds) - now
-                for key, events in sel.select(max(0.0, min(wait, _POLL))):
+                for key, events in sel.select(watch.wait()):
                     if isinstance(key.data, Capture):
                         self._drain(key.fd, key.data, sel)
                     elif events & selectors.EVENT_WRITE and pending:
@@ -239,20 +237,12 @@ class Session:
                         self._read_reply(reader, ex, seq)
                 if ex.reply is not None or ex.death is not None:
                     break
-                now, cpu = time.monotonic(), w.cpu_seconds() - cpu0
-                if hard_wall is None:
-                    limit = "wall" if now >= t0 + lim.wall_seconds else None
-                    # the worker's own CPU timer fires first; this also covers its children
-                    if limit is None and cpu >= lim.cpu_seconds + _POLL:
-                        limit = "cpu"
-                    if limit is not None:
-                        ex.interrupted = limit
-                        w.signal(signal.SIGINT)
-                        hard_wall, cpu_at_interrupt = now + lim.grace_seconds, cpu
-                elif now >= hard_wall or (
-                    cpu_at_interrupt is not None and cpu >= cpu_at_interrupt + lim.grace_seconds
-                ):
-                    ex.killed = ex.interrupted
+                action = watch.check(w.cpu_seconds() - cpu0)
+                if action == "interrupt":
+                    ex.interrupted = watch.limit
+                    w.signal(signal.SIGINT)
+                elif action == "kill":
+                    ex.killed = watch.limit
                     ex.death = "killed at the hard deadline after ignoring the interrupt"
                     w.kill()
         finally:
@@ -372,6 +362,36 @@ class Session:
             peak_memory_mb=None if ex.peak_mb is None else round(ex.peak_mb, 3),
             session_alive=self._state is not SessionState.DEAD,
         )
+
+
+class _Watch:
+    """The time limits of one request: a soft interrupt first, the hard kill ``grace`` later."""
+
+    def __init__(self, limits: Limits, start: float) -> None:
+        self._lim = limits
+        self._deadline = start + limits.wall_seconds
+        self._cpu_hard: float | None = None
+        self.limit: str | None = None  # which limit was hit: "cpu" or "wall"
+
+    def wait(self) -> float:
+        """How long to wait for I/O before checking again (CPU time is polled)."""
+        return max(0.0, min(self._deadline - time.monotonic(), _POLL))
+
+    def check(self, cpu: float) -> Literal["interrupt", "kill"] | None:
+        now, lim = time.monotonic(), self._lim
+        if self.limit is None:
+            if now >= self._deadline:
+                self.limit = "wall"
+            # the worker's own CPU timer fires first; this also counts its children
+            elif cpu >= lim.cpu_seconds + _POLL:
+                self.limit = "cpu"
+            else:
+                return None
+            self._deadline, self._cpu_hard = now + lim.grace_seconds, cpu + lim.grace_seconds
+            return "interrupt"
+        if now >= self._deadline or (self._cpu_hard is not None and cpu >= self._cpu_hard):
+            return "kill"
+        return None
 
 
 def _time_limit(which: str, lim: Limits, *, alive: bool) -> ErrorInfo:
