@@ -24,14 +24,13 @@ class Runtime:
     """Entry point: ``with Runtime() as rt: s = rt.session(); s.run("1 + 1")``.
 
     ``limits`` are the defaults for new sessions; sessions with these spawn limits come from a
-    warm pool of ``pool_size`` pre-started workers, others are started on demand.
+    warm pool of ``pool_size`` pre-started workers, others are started on demand. Sessions run
+    on the host's own interpreter (``sys.executable``) and see its installed packages.
     """
 
-    def __init__(
-        self, *, limits: Limits | None = None, pool_size: int = 2, python: str | None = None
-    ) -> None:
+    def __init__(self, *, limits: Limits | None = None, pool_size: int = 2) -> None:
         self.limits = limits or Limits()
-        self._template = Template(python=python)
+        self._template = Template()
         self._pool = WarmPool(self._template, _spawn_limits(self.limits), pool_size)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -127,10 +126,8 @@ class AsyncSession:
 class AsyncRuntime:
     """``Runtime`` for asyncio: ``async with AsyncRuntime() as rt: s = await rt.session()``."""
 
-    def __init__(
-        self, *, limits: Limits | None = None, pool_size: int = 2, python: str | None = None
-    ) -> None:
-        self._args: dict[str, Any] = {"limits": limits, "pool_size": pool_size, "python": python}
+    def __init__(self, *, limits: Limits | None = None, pool_size: int = 2) -> None:
+        self._args: dict[str, Any] = {"limits": limits, "pool_size": pool_size}
         self._rt: Runtime | None = None
 
     @property

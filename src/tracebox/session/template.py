@@ -35,12 +35,11 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 class Template:
     """Starts confined workers by asking a pre-warmed fork server."""
 
-    def __init__(self, *, python: str | None = None, cgroup_prefix: str | None = None) -> None:
+    def __init__(self, *, cgroup_prefix: str | None = None) -> None:
         if os.geteuid() != 0:
             raise IsolationUnavailable(
                 "tracebox needs root on the host to set up namespaces, uid maps and cgroups"
             )
-        self._python = python or sys.executable
         self._prefix = cgroup_prefix or f"rt{os.getpid()}-{secrets.token_hex(3)}"
         cgroups.remove_stale(_of_a_dead_runtime)
         self._ids = itertools.count()
@@ -60,7 +59,7 @@ class Template:
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         self._proc = subprocess.Popen(
-            [self._python, "-s", "-m", "tracebox.worker.zygote", str(theirs.fileno())],
+            [sys.executable, "-s", "-m", "tracebox.worker.zygote", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             env=env,
             cwd="/",
