@@ -254,3 +254,25 @@ def test_a_forged_reply_kills_the_session_instead_of_desynchronising_it(rt: Runt
         assert r.status == "killed"
         assert r.error is not None and "broke the protocol" in r.error.message
         assert s.state is SessionState.DEAD
+
+
+def test_interrupt_stops_the_running_code_like_ctrl_c(rt: Runtime) -> None:
+    with rt.session() as s:
+        s.interrupt()  # idle: nothing to interrupt, nothing happens
+        s.run("kept = 1")
+        code = "import time\nwhile True:\n    time.sleep(0.01)"
+        timer = threading.Timer(0.3, s.interrupt)
+        timer.start()
+        r = s.run(code)
+        timer.join()
+        assert r.status == "error" and r.error is not None
+        assert r.error.type == "KeyboardInterrupt"
+        assert 'File "<cell-2>", line 3' in r.error.traceback
+        assert s.run("kept").value == "1"
+
+
+def test_a_timeout_shows_where_the_code_was(rt: Runtime) -> None:
+    with rt.session() as s:
+        r = s.run("def spin():\n    while True:\n        pass\nspin()")
+        assert r.status == "timeout" and r.error is not None
+        assert "in spin" in r.error.traceback

@@ -107,6 +107,10 @@ class AsyncSession:
     async def run(self, code: str, *, on_output: OutputCallback | None = None) -> RunResult:
         return await asyncio.to_thread(self.sync.run, code, on_output=on_output)
 
+    def interrupt(self) -> None:
+        """See ``Session.interrupt``; not a coroutine, so it works from anywhere."""
+        self.sync.interrupt()
+
     async def put(self, name: str, value: object) -> None:
         await asyncio.to_thread(self.sync.put, name, value)
 

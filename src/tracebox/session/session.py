@@ -186,6 +186,15 @@ class Session:
             raise UnpicklableValue(f"{name!r} cannot be pickled in the session: {detail}")
         return transfer.loads_untrusted(ex.blob)
 
+    def interrupt(self) -> None:
+        """Raise ``KeyboardInterrupt`` in the code now running (like Ctrl-C); no-op when idle.
+
+        Safe to call from another thread or a signal handler. The run then ends with status
+        ``"error"`` and a ``KeyboardInterrupt`` error, unless the code ignores it.
+        """
+        if self._state is SessionState.RUNNING:
+            self._worker.signal(signal.SIGINT)
+
     def ping(self) -> bool:
         """True if the worker answers."""
         with self._busy():
@@ -326,9 +335,19 @@ class Session:
         lim = self.limits
         if ex.reply is not None:
             r = ex.reply
-            if r.status == "timeout":
+            if r.status == "timeout" and r.interrupt == "signal" and ex.interrupted is None:
+                # a SIGINT the host did not send for a limit: Session.interrupt()
+                status = "error"
+                error = ErrorInfo(
+                    type="KeyboardInterrupt",
+                    message="interrupted",
+                    traceback=r.error.traceback if r.error else "",
+                )
+            elif r.status == "timeout":
                 which = "cpu" if r.interrupt == "cpu" else (ex.interrupted or "wall")
                 status, error = "timeout", _time_limit(which, lim, alive=True)
+                if r.error is not None:
+                    error = error.model_copy(update={"traceback": r.error.traceback})
             elif r.status in ("ok", "error", "memory"):
                 status, value, error = r.status, r.value, r.error
                 if status == "memory" and error is None:

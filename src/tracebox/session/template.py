@@ -64,6 +64,7 @@ class Template:
             env=env,
             cwd="/",
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C is for the host, not for the sandbox
             stdout=self._log,
             stderr=self._log,
         )

@@ -112,8 +112,12 @@ class Worker:
         except KeyboardInterrupt as exc:
             if self.interrupts.reason is None:  # user code raised it itself
                 reply = {"status": "error", "error": describe(exc)}
-            else:
-                reply = {"status": "timeout", "interrupt": self.interrupts.reason}
+            else:  # where the code was when it was stopped
+                reply = {
+                    "status": "timeout",
+                    "interrupt": self.interrupts.reason,
+                    "error": describe(exc),
+                }
         except MemoryError as exc:
             reply = {"status": "memory", "error": describe(exc)}
         _flush()
