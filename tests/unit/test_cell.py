@@ -78,3 +78,11 @@ def test_bounded_repr_marks_what_was_cut() -> None:
             raise ValueError("nope")
 
     assert bounded_repr(Broken(), 100) == "<repr of Broken failed: ValueError: nope>"
+
+
+def test_chained_tracebacks_hide_the_runner_too(runner: CellRunner) -> None:
+    code = "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    raise ValueError('wrapped') from e"
+    tb = runner.run(code, stateful=True, max_value_chars=10)["error"]["traceback"]
+    assert "ZeroDivisionError" in tb
+    assert "ValueError: wrapped" in tb
+    assert "cell.py" not in tb

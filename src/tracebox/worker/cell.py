@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import builtins
 import linecache
+import os
 import sys
 import traceback
 import types
@@ -39,14 +40,29 @@ def bounded_repr(value: object, limit: int) -> str:
     return text
 
 
-def _user_traceback(exc: BaseException, own_file: str) -> str:
-    if isinstance(exc, SyntaxError):  # where the parser failed is all that matters
-        return "".join(traceback.format_exception_only(type(exc), exc))
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == own_file:
-        tb = tb.tb_next
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _drop_own_frames(te: traceback.TracebackException, seen: set[int]) -> None:
+    """Remove tracebox's frames (cell runner, interrupt handler) from every chained stack."""
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if not f.filename.startswith(_PACKAGE)]
+    )
+    for chained in (te.__cause__, te.__context__):
+        if chained is not None:
+            _drop_own_frames(chained, seen)
+
+
+def _user_traceback(exc: BaseException) -> str:
     try:
-        return "".join(traceback.format_exception(type(exc), exc, tb))
+        if isinstance(exc, SyntaxError):  # where the parser failed is all that matters
+            return "".join(traceback.format_exception_only(type(exc), exc))
+        te = traceback.TracebackException.from_exception(exc)
+        _drop_own_frames(te, set())
+        return "".join(te.format())
     except Exception as fmt_exc:  # a hostile __str__ must not break the worker
         return f"{type(exc).__name__}: <formatting failed: {type(fmt_exc).__name__}>"
 
@@ -59,7 +75,7 @@ def describe(exc: BaseException) -> dict[str, str]:
     return {
         "type": type(exc).__name__,
         "message": message,
-        "traceback": _user_traceback(exc, __file__),
+        "traceback": _user_traceback(exc),
     }
 
 
