@@ -246,6 +246,7 @@ class SessionCgroup:
         self._dirs = dirs  # controller -> (directory, cgroup version)
         self._peak_fd: int | None = None
         self._fds: dict[tuple[str, int], int] = {}  # metric files kept open: a run reads ~6
+        self._paths: dict[tuple[str, str], str | None] = {}
         self._peak_baseline: tuple[int, int] | None = None  # v2 fallback: (peak, usage) at reset
         self._closed = False
 
@@ -333,10 +334,18 @@ class SessionCgroup:
         return list(dict.fromkeys(d for d, _ in self._dirs.values()))
 
     def _file(self, controller: str, v1: str, v2: str) -> str | None:
-        if controller not in self._dirs:
-            return None
-        d, version = self._dirs[controller]
-        return os.path.join(d, v1 if version == 1 else v2)
+        key = (controller, v1)
+        if key not in self._paths:  # metrics are read on every request: join paths once
+            found = self._dirs.get(controller)
+            self._paths[key] = (
+                None if found is None else os.path.join(found[0], v1 if found[1] == 1 else v2)
+            )
+        return self._paths[key]
+
+    def tasks(self) -> int | None:
+        """Processes and threads inside right now (the pids controller's count)."""
+        path = self._file("pids", "pids.current", "pids.current")
+        return None if path is None else self._read_int(path)
 
     def add(self, pid: int) -> None:
         """Move process ``pid`` (the whole thread group) into every hierarchy."""

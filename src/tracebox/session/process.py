@@ -71,7 +71,7 @@ class WorkerProcess:
         case user code disabled the worker's own clean-up. Threads cannot be killed one by one,
         so a session that still has threads is frozen until its next request.
         """
-        if self.cgroup is None:
+        if self.cgroup is None or self.cgroup.tasks() == 1:  # the worker alone, one thread
             return
         for pid in self.cgroup.members():
             if pid != self.pid:

@@ -89,6 +89,10 @@ class Session:
         self._lock = threading.Lock()
         self._on_close = on_close
         self._seq = itertools.count(1)
+        self._sel = selectors.DefaultSelector()  # registered once: saves syscalls per request
+        self._sel.register(worker.channel, selectors.EVENT_READ)
+        for fd in (worker.stdout, worker.stderr):
+            self._sel.register(fd, selectors.EVENT_READ)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -108,6 +112,7 @@ class Session:
                 return
             self._state = SessionState.CLOSED
         self._worker.close()
+        self._sel.close()
         if self._on_close is not None:
             self._on_close(self)
 
@@ -228,16 +233,15 @@ class Session:
             max_header=8 * lim.max_value_chars + (1 << 20), max_blob=lim.max_transfer_bytes
         )
         pending = self._send_some(memoryview(b"".join(encode(msg, blob))), ex)  # usually all
-        sel = selectors.DefaultSelector()
-        sel.register(w.channel, selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0))
-        for fd, cap in ((w.stdout, out), (w.stderr, err)):
-            sel.register(fd, selectors.EVENT_READ, cap)
+        sel, caps = self._sel, {w.stdout: out, w.stderr: err}
+        if pending:
+            sel.modify(w.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
         watch = _Watch(lim, t0)
         try:
             while ex.reply is None and ex.death is None:
                 for key, events in sel.select(watch.wait()):
-                    if isinstance(key.data, Capture):
-                        self._drain(key.fd, key.data, sel)
+                    if key.fd in caps:
+                        self._drain(key.fd, caps[key.fd], sel)
                     elif events & selectors.EVENT_WRITE and pending:
                         pending = self._send_some(pending, ex)
                         if not pending:
@@ -255,7 +259,8 @@ class Session:
                     ex.death = "killed at the hard deadline after ignoring the interrupt"
                     w.kill()
         finally:
-            sel.close()
+            if pending:
+                sel.modify(w.channel, selectors.EVENT_READ)
         if ex.death is not None:
             self._state = SessionState.DEAD
             w.kill()

@@ -46,8 +46,9 @@ class _Interrupts:
     @contextlib.contextmanager
     def armed(self, cpu_seconds: float) -> Any:
         self.reason = None
-        signal.signal(signal.SIGINT, self.handler)
-        signal.signal(signal.SIGPROF, self.handler)
+        for sig in (signal.SIGINT, signal.SIGPROF):
+            if signal.getsignal(sig) != self.handler:  # first request, or user code replaced it
+                signal.signal(sig, self.handler)
         self.active = True
         signal.setitimer(signal.ITIMER_PROF, cpu_seconds)
         try:
