@@ -1,4 +1,13 @@
-"""tracebox: an execution-grounded runtime for code written by language models."""
+"""tracebox: an execution-grounded runtime for code written by language models.
+
+Names are imported on first use: the sandbox's template process imports this package too,
+and must not pay for (or hand every worker a copy of) pydantic and the host-side modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from tracebox.errors import (
     IsolationUnavailable,
@@ -15,11 +24,38 @@ from tracebox.errors import (
     UnpicklableValue,
     ValueTooLarge,
 )
-from tracebox.session.runtime import AsyncRuntime, AsyncSession, Runtime
-from tracebox.session.session import Session
-from tracebox.types import ErrorInfo, Limits, RunResult, RunStatus, SessionState
+
+if TYPE_CHECKING:
+    from tracebox.session.runtime import AsyncRuntime, AsyncSession, Runtime
+    from tracebox.session.session import Session
+    from tracebox.types import ErrorInfo, Limits, RunResult, RunStatus, SessionState
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "AsyncRuntime": "tracebox.session.runtime",
+    "AsyncSession": "tracebox.session.runtime",
+    "Runtime": "tracebox.session.runtime",
+    "Session": "tracebox.session.session",
+    "ErrorInfo": "tracebox.types",
+    "Limits": "tracebox.types",
+    "RunResult": "tracebox.types",
+    "RunStatus": "tracebox.types",
+    "SessionState": "tracebox.types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tracebox' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AsyncRuntime",

@@ -13,6 +13,7 @@ from tracebox import Runtime
 # Drop to an unprivileged user only after importing: this machine's Python lives under /root.
 _TRY = """
 import os, tracebox
+tracebox.Runtime  # imported lazily: load it while the files are still readable
 os.setgroups([])
 os.setgid(65534)
 os.setuid(65534)

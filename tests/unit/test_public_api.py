@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import pytest
 
@@ -41,3 +43,15 @@ def test_leaves_also_inherit_the_builtin(leaf: type, builtin: type) -> None:
 
 def test_name_not_found_message_is_not_quoted_like_a_key_error() -> None:
     assert str(errors.NameNotFound("name 'x' is not defined")) == "name 'x' is not defined"
+
+
+def test_the_sandbox_side_does_not_load_host_side_modules() -> None:
+    """Every worker is a fork of the template: what the template imports, each worker carries."""
+    code = (
+        "import sys, tracebox.worker.zygote\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pydantic', 'typer', 'rich') or m.startswith('tracebox.session'))\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
