@@ -47,7 +47,7 @@ class SpawnLimits:
     session_cpu_seconds: float
 
 
-def _mount_private_dirs(disk_mb: int) -> None:
+def _mount_private_dirs(disk_mb: int, stashed: list[tuple[str, str]]) -> None:
     opts = f"size={disk_mb}m,nr_inodes=65536,mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID}"
     L.mount("tmpfs", SESSION_MOUNT, "tmpfs", L.MS_NOSUID | L.MS_NODEV, opts)
     for sub, target in (("work", WORKSPACE), ("tmp", "/tmp"), ("tmp", "/var/tmp")):
@@ -55,6 +55,11 @@ def _mount_private_dirs(disk_mb: int) -> None:
         os.makedirs(src, mode=0o1777 if sub == "tmp" else 0o755, exist_ok=True)
         L.mount(src, target, None, L.MS_BIND, None)
     os.chmod("/tmp", 0o1777)
+    for stash, path in stashed:  # Python directories that lived under /tmp on the host
+        os.makedirs(path, exist_ok=True)
+        L.mount(stash, path, None, L.MS_BIND | L.MS_REC, None)
+        flags = L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV
+        L.mount(None, path, None, flags, None)
     L.mount("proc", "/proc", "proc", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC, None)
 
 
@@ -87,7 +92,9 @@ def _arrange_fds(ctrl: int, out: int, err: int) -> socket.socket:
     return socket.socket(fileno=3)
 
 
-def confine(limits: SpawnLimits, ctrl: int, out: int, err: int) -> socket.socket:
+def confine(
+    limits: SpawnLimits, ctrl: int, out: int, err: int, stashed: list[tuple[str, str]]
+) -> socket.socket:
     """Confine this process; returns the channel to the host on success."""
     os.setgroups([])
     os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
@@ -95,7 +102,7 @@ def confine(limits: SpawnLimits, ctrl: int, out: int, err: int) -> socket.socket
     # we still need for the mounts below; they are dropped explicitly right after.
     os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
     L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which would clear it
-    _mount_private_dirs(limits.disk_mb)
+    _mount_private_dirs(limits.disk_mb, stashed)
     socket.sethostname("sandbox")
     L.drop_all_capabilities()
     L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)

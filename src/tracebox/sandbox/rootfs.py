@@ -20,6 +20,8 @@ SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_PATHS = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives", "/etc/mime.types")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 SESSION_MOUNT = "/.session"
+STASH = "/.python"  # Python directories that live under a private mount point wait here
+PRIVATE = ("/tmp", "/var/tmp")  # each worker mounts its own over these
 WORKSPACE = "/workspace"
 SANDBOX_UID = 1000
 
@@ -63,8 +65,8 @@ def _mkdirs(path: str) -> None:
     os.makedirs(path, mode=0o755, exist_ok=True)
 
 
-def _bind_readonly(src: str, root: str) -> None:
-    dst = root + src
+def _bind_readonly(src: str, root: str, dst: str | None = None) -> None:
+    dst = root + (dst or src)
     if os.path.isdir(src):
         _mkdirs(dst)
     else:
@@ -83,8 +85,18 @@ def _write(path: str, text: str) -> None:
     os.chmod(path, 0o644)
 
 
-def build(root: str, python: list[str]) -> None:
-    """Assemble the sandbox root at ``root`` (an empty directory) and pivot into it."""
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def build(root: str, python: list[str]) -> list[tuple[str, str]]:
+    """Assemble the sandbox root at ``root`` (an empty directory) and pivot into it.
+
+    Returns ``(stash, path)`` for Python directories under ``/tmp`` (a venv in a temporary
+    directory, a checkout there): each worker's private ``/tmp`` would hide them, so they are
+    mounted in the stash and each worker binds them back after mounting its own ``/tmp``.
+    """
+    stashed: list[tuple[str, str]] = []
     L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE, None)
     L.mount("tmpfs", root, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "size=8m,mode=0755")
     for src in SYSTEM_PATHS:
@@ -93,7 +105,11 @@ def build(root: str, python: list[str]) -> None:
         elif os.path.isdir(src):
             _bind_readonly(src, root)
     for src in python:
-        _bind_readonly(src, root)
+        if _under(src, PRIVATE):
+            stashed.append((f"{STASH}/{len(stashed)}", src))
+            _bind_readonly(src, root, stashed[-1][0])
+        else:
+            _bind_readonly(src, root)
     _mkdirs(root + "/etc")
     for src in ETC_PATHS:
         if os.path.exists(src):
@@ -127,3 +143,4 @@ def build(root: str, python: list[str]) -> None:
     L.pivot_root(".", ".")
     L.umount2(".", L.MNT_DETACH)
     os.chdir("/")
+    return stashed

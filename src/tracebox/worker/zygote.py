@@ -82,6 +82,7 @@ PREIMPORT = (
 )
 MAX_MESSAGE = 1 << 16
 MAX_FDS = 16
+_STASHED: list[tuple[str, str]] = []  # set once by rootfs.build; every worker inherits it
 
 
 def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -99,7 +100,7 @@ def _become_worker(limits: SpawnLimits, fds: list[int]) -> NoReturn:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
-        channel = confine(limits, ctrl, out, err)
+        channel = confine(limits, ctrl, out, err, _STASHED)
         protocol.send(channel, {"op": "hello", "confinement": report()})
     except BaseException as exc:  # report why confinement failed, then never run user code
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -221,7 +222,7 @@ def main() -> NoReturn:
         L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
         seccomp.compiled_program()  # once here, so each worker only loads it
         L.unshare(L.CLONE_NEWNS | L.CLONE_NEWNET | L.CLONE_NEWIPC | L.CLONE_NEWUTS)
-        rootfs.build(config["root"], config["python"])
+        _STASHED.extend(rootfs.build(config["root"], config["python"]))
         for name in PREIMPORT:
             importlib.import_module(name)
         _send(sock, {"op": "ready", "python": sys.version})
