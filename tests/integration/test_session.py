@@ -276,3 +276,16 @@ def test_a_timeout_shows_where_the_code_was(rt: Runtime) -> None:
         r = s.run("def spin():\n    while True:\n        pass\nspin()")
         assert r.status == "timeout" and r.error is not None
         assert "in spin" in r.error.traceback
+
+
+def test_lone_surrogates_in_code_and_output_are_not_fatal(rt: Runtime) -> None:
+    with rt.session() as s:
+        r = s.run("x = '\ud800'")  # Python itself cannot compile a lone surrogate
+        assert r.status == "error" and r.error is not None
+        assert r.error.type == "UnicodeEncodeError"
+        assert r.error.traceback.startswith("UnicodeEncodeError")  # no frames: it never ran
+        r = s.run("x = '\\ud800'\nprint(x)\nraise ValueError(x)")
+        assert r.status == "error"
+        assert r.stdout == "\\ud800\n"
+        assert r.error is not None and r.error.message == "\ud800"
+        assert s.run("x").value == "'\\ud800'"

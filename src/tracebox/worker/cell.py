@@ -56,9 +56,9 @@ def _drop_own_frames(te: traceback.TracebackException, seen: set[int]) -> None:
             _drop_own_frames(chained, seen)
 
 
-def _user_traceback(exc: BaseException) -> str:
+def _user_traceback(exc: BaseException, compiling: bool) -> str:
     try:
-        if isinstance(exc, SyntaxError):  # where the parser failed is all that matters
+        if compiling:  # the source never ran: where the parser failed is all that matters
             return "".join(traceback.format_exception_only(type(exc), exc))
         te = traceback.TracebackException.from_exception(exc)
         _drop_own_frames(te, set())
@@ -67,7 +67,7 @@ def _user_traceback(exc: BaseException) -> str:
         return f"{type(exc).__name__}: <formatting failed: {type(fmt_exc).__name__}>"
 
 
-def describe(exc: BaseException) -> dict[str, str]:
+def describe(exc: BaseException, *, compiling: bool = False) -> dict[str, str]:
     try:
         message = str(exc)
     except Exception:
@@ -75,7 +75,7 @@ def describe(exc: BaseException) -> dict[str, str]:
     return {
         "type": type(exc).__name__,
         "message": message,
-        "traceback": _user_traceback(exc),
+        "traceback": _user_traceback(exc, compiling or isinstance(exc, SyntaxError)),
     }
 
 
@@ -105,7 +105,7 @@ class CellRunner:
         try:
             body, last = self.compile(source)
         except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
-            return {"status": "error", "error": describe(exc)}
+            return {"status": "error", "error": describe(exc, compiling=True)}
         ns = self.namespace
         try:
             exec(body, ns)

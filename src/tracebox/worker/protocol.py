@@ -25,7 +25,7 @@ class FrameError(Exception):
 
 
 def encode(msg: Message, blob: bytes | memoryview = b"") -> list[bytes | memoryview]:
-    head = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+    head = json.dumps(msg, separators=(",", ":")).encode()  # ASCII: lone surrogates survive
     parts: list[bytes | memoryview] = [_PREFIX.pack(len(head), len(blob)) + head]
     if blob:
         parts.append(blob)
