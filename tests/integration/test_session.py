@@ -206,7 +206,8 @@ def test_one_request_at_a_time(rt: Runtime) -> None:
     with rt.session() as s:
         t = threading.Thread(target=s.run, args=("import time\ntime.sleep(0.5)",))
         t.start()
-        time.sleep(0.15)
+        while s.state is not SessionState.RUNNING:
+            time.sleep(0.01)
         with pytest.raises(SessionBusy):
             s.run("1")
         t.join()
@@ -261,10 +262,18 @@ def test_interrupt_stops_the_running_code_like_ctrl_c(rt: Runtime) -> None:
         s.interrupt()  # idle: nothing to interrupt, nothing happens
         s.run("kept = 1")
         code = "import time\nwhile True:\n    time.sleep(0.01)"
-        timer = threading.Timer(0.3, s.interrupt)
-        timer.start()
+        done = threading.Event()
+
+        def press_ctrl_c() -> None:  # until the run is seen running, however loaded the host
+            while not done.is_set():
+                s.interrupt()
+                time.sleep(0.05)
+
+        presser = threading.Thread(target=press_ctrl_c)
+        presser.start()
         r = s.run(code)
-        timer.join()
+        done.set()
+        presser.join()
         assert r.status == "error" and r.error is not None
         assert r.error.type == "KeyboardInterrupt"
         assert 'File "<cell-2>", line 3' in r.error.traceback
