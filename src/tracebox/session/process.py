@@ -22,6 +22,7 @@ class ExitNotice:
 
     event: threading.Event = field(default_factory=threading.Event)
     status: int | None = None
+    claimed: bool = False  # a WorkerProcess holds it (the template's table may drop it)
 
     def describe(self) -> str:
         if self.status is None:

@@ -104,8 +104,10 @@ class Template:
                 break
             msg = json.loads(data)
             if msg["op"] == "exited":
-                with self._lock:
+                with self._lock:  # whoever comes second (exit or spawn) drops the entry
                     notice = self._exits.setdefault(msg["pid"], ExitNotice())
+                    if notice.claimed:
+                        del self._exits[msg["pid"]]
                 notice.status = msg["status"]
                 notice.event.set()
             else:
@@ -168,6 +170,9 @@ class Template:
         pid = int(reply["pid"])
         with self._lock:
             notice = self._exits.setdefault(pid, ExitNotice())
+            notice.claimed = True
+            if notice.event.is_set():  # it has already exited
+                del self._exits[pid]
         worker = WorkerProcess(
             pid=pid,
             pidfd=os.pidfd_open(pid),

@@ -20,6 +20,7 @@ import contextlib
 import importlib
 import json
 import os
+import selectors
 import signal
 import socket
 import struct
@@ -183,8 +184,6 @@ def serve(sock: socket.socket) -> NoReturn:
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    import selectors
-
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
@@ -205,7 +204,14 @@ def serve(sock: socket.socket) -> NoReturn:
             try:
                 if len(fds) < 3:
                     raise ValueError(f"spawn needs at least 3 descriptors, got {len(fds)}")
-                pid = _spawn(int(msg["uid"]), SpawnLimits(**msg["limits"]), fds)
+                uid, limits = int(msg["uid"]), SpawnLimits(**msg["limits"])
+            except Exception as exc:
+                for fd in fds:
+                    os.close(fd)
+                _send(sock, {"op": "spawn_failed", "id": msg["id"], "error": repr(exc)})
+                continue
+            try:
+                pid = _spawn(uid, limits, fds)  # closes the descriptors whatever happens
                 _send(sock, {"op": "spawned", "id": msg["id"], "pid": pid})
             except Exception as exc:
                 _send(sock, {"op": "spawn_failed", "id": msg["id"], "error": repr(exc)})
