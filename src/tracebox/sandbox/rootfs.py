@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tracebox.sandbox import _linux as L
 
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding tracebox
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_PATHS = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives", "/etc/mime.types")
 DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -36,13 +37,12 @@ def python_paths(extra: tuple[str, ...] = ()) -> list[str]:
     Deliberately not every ``sys.path`` entry: those include the host's working directory and
     script folders, which must not leak into the sandbox. ``extra`` adds directories on purpose.
     """
-    here = Path(__file__).resolve().parents[2]  # the directory holding the tracebox package
     candidates = [
         sys.prefix,
         sys.base_prefix,
         sys.exec_prefix,
         os.path.dirname(os.path.realpath(sys.executable)),
-        str(here),
+        PACKAGE_ROOT,
         *sysconfig.get_paths().values(),
         *site.getsitepackages(),
         *extra,

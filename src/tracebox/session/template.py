@@ -17,7 +17,6 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from tracebox.errors import IsolationUnavailable, ProtocolError, SandboxError
@@ -29,18 +28,17 @@ from tracebox.worker import protocol
 START_TIMEOUT = 60.0
 HELLO_TIMEOUT = 15.0
 _UID_RANGE = (1 << 20, 1 << 30)  # host uids for workers: far from any real account
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class Template:
     """Starts confined workers by asking a pre-warmed fork server."""
 
-    def __init__(self, *, cgroup_prefix: str | None = None) -> None:
+    def __init__(self) -> None:
         if os.geteuid() != 0:
             raise IsolationUnavailable(
                 "tracebox needs root on the host to set up namespaces, uid maps and cgroups"
             )
-        self._prefix = cgroup_prefix or f"rt{os.getpid()}-{secrets.token_hex(3)}"
+        self._prefix = f"rt{os.getpid()}-{secrets.token_hex(3)}"  # see _of_a_dead_runtime
         cgroups.remove_stale(_of_a_dead_runtime)
         self._ids = itertools.count()
         self._pending: dict[int, Future[dict[str, Any]]] = {}
@@ -55,7 +53,7 @@ class Template:
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8",
             "PYTHONHASHSEED": "0",
-            "PYTHONPATH": _PACKAGE_ROOT,
+            "PYTHONPATH": rootfs.PACKAGE_ROOT,
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         self._proc = subprocess.Popen(
