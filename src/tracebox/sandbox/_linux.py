@@ -6,6 +6,9 @@ import ctypes
 import os
 import platform
 
+# The namespaces every worker gets, as named under /proc/PID/ns.
+NAMESPACE_NAMES = ("user", "pid", "mnt", "net", "ipc", "uts", "cgroup")
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000

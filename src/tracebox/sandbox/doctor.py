@@ -23,12 +23,13 @@ from pydantic import BaseModel, ConfigDict
 
 from tracebox.errors import TraceboxError
 from tracebox.sandbox import cgroups, seccomp
+from tracebox.sandbox._linux import NAMESPACE_NAMES
 from tracebox.session.runtime import Runtime
 from tracebox.types import Limits, RunResult
 
 __all__ = ["NAMESPACES", "Check", "Report", "diagnose"]
 
-NAMESPACES = ("user", "pid", "mnt", "net", "ipc", "uts", "cgroup")
+NAMESPACES = NAMESPACE_NAMES
 MB = 1 << 20
 _CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 

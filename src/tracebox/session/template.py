@@ -21,6 +21,7 @@ from typing import Any
 
 from tracebox.errors import IsolationUnavailable, ProtocolError, SandboxError
 from tracebox.sandbox import cgroups, rootfs
+from tracebox.sandbox._linux import NAMESPACE_NAMES
 from tracebox.sandbox.confine import SpawnLimits
 from tracebox.session.process import ExitNotice, WorkerProcess
 from tracebox.worker import protocol
@@ -265,13 +266,10 @@ def _of_a_dead_runtime(cgroup_name: str) -> bool:
     return match is not None and not os.path.exists(f"/proc/{match.group(1)}")
 
 
-NAMESPACES = ("user", "pid", "mnt", "net", "ipc", "uts", "cgroup")
-
-
 def _host_view_problems(pid: int) -> list[str]:
     """Check from the host, not trusting the worker: new namespaces and an unprivileged uid."""
     problems = []
-    for ns in NAMESPACES:
+    for ns in NAMESPACE_NAMES:
         try:
             if os.readlink(f"/proc/{pid}/ns/{ns}") == os.readlink(f"/proc/self/ns/{ns}"):
                 problems.append(f"the worker shares the host's {ns} namespace")
