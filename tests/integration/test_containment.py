@@ -50,6 +50,9 @@ LIMITS = Limits(
 )  # fmt: skip
 X86_64 = platform.machine() == "x86_64"
 only_x86_64 = pytest.mark.skipif(not X86_64, reason="raw syscall numbers are x86_64's")
+# A run that ignores its interrupt is over by then: the hard deadline, plus room for a loaded
+# host to reap the worker (this checks the kill happens at all, not how fast).
+KILLED_BY = LIMITS.wall_seconds + LIMITS.grace_seconds + 5
 PROC_PIDS = "sorted(p for p in __import__('os').listdir('/proc') if p.isdigit())"
 
 
@@ -217,7 +220,7 @@ def test_exponential_fork_bomb_times_out(guard: Guard) -> None:
     )
     assert r.status == "timeout", r
     assert r.error is not None and r.error.type == "TimeLimitExceeded"
-    assert r.wall_seconds < LIMITS.wall_seconds + LIMITS.grace_seconds + 1
+    assert r.wall_seconds < KILLED_BY
     # the interrupt may land in a fork hook that swallows it: then the worker is killed
     if not r.session_alive:
         assert_dead(s, r)
@@ -369,7 +372,7 @@ def test_loop_ignoring_the_interrupt_is_killed(guard: Guard, code: str) -> None:
     assert r.status == "timeout", r
     assert r.error is not None and r.error.type == "TimeLimitExceeded"
     assert "ignored the interrupt" in r.error.message, r.error
-    assert r.wall_seconds < LIMITS.wall_seconds + LIMITS.grace_seconds + 1
+    assert r.wall_seconds < KILLED_BY
     assert_dead(s, r)
     guard.check()
 
