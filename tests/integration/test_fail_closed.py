@@ -90,3 +90,15 @@ def test_killing_the_host_leaves_no_worker_behind() -> None:
     assert glob.glob(pattern, recursive=True)
     Runtime(pool_size=0).close()
     assert glob.glob(pattern, recursive=True) == []
+
+
+def test_no_descriptor_is_inherited_and_stdin_is_empty() -> None:
+    """Only stdin (/dev/null), stdout, stderr and the channel to the host are open."""
+    with Runtime(pool_size=0) as rt, rt.session() as s:
+        code = (
+            "import os, sys\n"
+            "fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
+            "fds.remove(fds[-1])  # the descriptor listdir itself opened\n"
+            "(fds, os.readlink('/proc/self/fd/0'), sys.stdin.read())"
+        )
+        assert s.run(code).value == "([0, 1, 2, 3], '/dev/null', '')"
