@@ -1,0 +1,74 @@
+"""Step-level execution tracing of user code: record, model, render.
+
+``record(source, TraceConfig(mode="full"))`` or ``with Recorder(config) as rec: ...`` give a
+``Trace``: its steps (call, line, return, exception, with changed locals), counts by unit,
+coverage, and an explicit truncation marker when a budget ended recording.
+
+Names are imported on first use: the worker imports the recorder, and must not pay for
+pydantic (only ``TraceConfig`` and ``Trace.from_wire`` need it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tracebox.trace.config import TraceConfig
+    from tracebox.trace.errors import TraceBudgetExceeded
+    from tracebox.trace.model import (
+        Counts,
+        Coverage,
+        FrameInfo,
+        Step,
+        Trace,
+        Truncation,
+        Value,
+    )
+    from tracebox.trace.recorder import Recorder, RecorderState, record
+    from tracebox.trace.settings import Settings
+
+_LAZY = {
+    "Counts": "tracebox.trace.model",
+    "Coverage": "tracebox.trace.model",
+    "FrameInfo": "tracebox.trace.model",
+    "Recorder": "tracebox.trace.recorder",
+    "RecorderState": "tracebox.trace.recorder",
+    "Settings": "tracebox.trace.settings",
+    "Step": "tracebox.trace.model",
+    "Trace": "tracebox.trace.model",
+    "TraceBudgetExceeded": "tracebox.trace.errors",
+    "TraceConfig": "tracebox.trace.config",
+    "Truncation": "tracebox.trace.model",
+    "Value": "tracebox.trace.model",
+    "record": "tracebox.trace.recorder",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tracebox.trace' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+__all__ = [
+    "Counts",
+    "Coverage",
+    "FrameInfo",
+    "Recorder",
+    "RecorderState",
+    "Settings",
+    "Step",
+    "Trace",
+    "TraceBudgetExceeded",
+    "TraceConfig",
+    "Truncation",
+    "Value",
+    "record",
+]

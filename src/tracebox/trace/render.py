@@ -1,0 +1,327 @@
+"""Deterministic, bounded rendering of values, and normalised object identity.
+
+- Text is Python's ``repr`` with memory addresses removed (``<Foo object at 0x7f..>`` becomes
+  ``<Foo object>``), bounded by ``max_chars``, ``max_depth`` and ``max_items``; whatever is cut
+  is marked in the text with ``<cut: ...>`` and in ``Value.cut``.
+- Builtin containers are rendered here, item by item, so the work is bounded too (``repr``
+  of a million-item list is never built). Sets and dicts keep iteration order, which for
+  strings depends on hash randomisation: the runtime fixes ``PYTHONHASHSEED=0``.
+- A user ``__repr__`` runs while the tracer is off (CPython does not deliver trace events
+  inside a trace callback), so it cannot recurse into the tracer. If it raises, the value
+  reads ``<Foo object; cut: repr raised E>``; if one call takes longer than 50 ms the type's
+  repr is skipped from then on (the only time-dependent rule, for pathological reprs).
+- Ids: objects other than immutable scalars get 1, 2, ... in order of first sight. The
+  recorder holds a reference while a value is bound to a local it shows, so an id never
+  moves to another object that reuses the address; an id is forgotten once released.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import types
+from collections import deque
+from itertools import islice
+from typing import Any
+
+from tracebox.trace.model import Value
+
+__all__ = ["SCALARS", "STABLE", "Renderer", "default_repr", "type_name"]
+
+_ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
+_THREAD_IDENT = re.compile(r" \d+\)>$")  # <Thread(name, started 1402..)>: a native id
+_SLOW_SECONDS = 0.05
+_ATOMS = frozenset({int, float, bool, type(None)})  # rendered by repr() alone
+_FLAT = _ATOMS | {str, tuple}
+_INT_LIMIT = 1 << 10_000  # ints up to ~3000 digits go through repr() in one piece
+_CACHE_SIZE = 4096
+_SLACK = 40  # room for one cut marker past max_chars
+_PAIR = "{}: {}".format
+SCALARS = frozenset(
+    {int, float, complex, bool, type(None), str, bytes, type(...), type(NotImplemented)}
+)
+"""Immutable values shown without an id: their identity is an interpreter detail."""
+STABLE = SCALARS | {
+    range,
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.ModuleType,
+}
+"""Types whose rendering cannot change while the object stays the same."""
+_BRACKETS: dict[type, tuple[str, str]] = {
+    list: ("[", "]"),
+    tuple: ("(", ")"),
+    dict: ("{", "}"),
+    set: ("{", "}"),
+    frozenset: ("({", "})"),
+    deque: ("([", "])"),
+}
+
+
+def _numbers_fit(items: list[Any], types_: set[type]) -> bool:
+    """No int among ``items`` is too long for a one-piece repr (None compares with nothing)."""
+    if int not in types_:
+        return True
+    ints = items if len(types_) == 1 else [x for x in items if type(x) is int]
+    return min(ints) > -_INT_LIMIT and max(ints) < _INT_LIMIT
+
+
+def _brackets(t: type, base: type) -> tuple[str, str]:
+    """What repr() puts around the items: set, frozenset and deque name their class."""
+    opening, closing = _BRACKETS[base]
+    if base is set and t is not set:
+        return f"{t.__name__}({opening}", f"{closing})"
+    if base is frozenset or base is deque:
+        return t.__name__ + opening, closing
+    return opening, closing
+
+
+_new_value = tuple.__new__  # Value(...) without NamedTuple's Python-level __new__
+_OBJECT_REPR: Any = object.__repr__
+
+
+def default_repr(t: type) -> bool:
+    """Does ``t`` keep object's repr (``<Foo object at ...>``), which never changes?"""
+    return t.__repr__ is _OBJECT_REPR
+
+
+def type_name(t: type) -> str:
+    try:  # a metaclass can make these properties that raise
+        module, name = getattr(t, "__module__", None), getattr(t, "__qualname__", None)
+    except Exception:
+        module = name = None
+    if not isinstance(name, str):
+        name = "?"
+    if isinstance(module, str) and module not in ("builtins", "__main__"):
+        return f"{module}.{name}"
+    return name
+
+
+class Renderer:
+    """Renders values for one recording; not thread-safe (one recording, one thread)."""
+
+    def __init__(self, max_chars: int, max_depth: int, max_items: int) -> None:
+        self.max_chars = max_chars
+        self.max_depth = max_depth
+        self.max_items = max_items
+        self._ids: dict[int, int] = {}  # address -> normalised id
+        self._holds: dict[int, int] = {}  # address -> values handed out and not released
+        self._next_id = 1
+        self._names: dict[type, str] = {}
+        self._slow: set[type] = set()
+        self._cut = False
+        self._room = 0
+        self._path: set[int] = set()
+        self._texts: dict[int, tuple[object, str]] = {}  # id -> (str or tuple, its repr)
+
+    # -- identity -------------------------------------------------------------------------
+    def value(self, obj: object) -> Value:
+        """Render ``obj``; a value with an id must be handed back to ``release`` later."""
+        t = type(obj)
+        name = self._names.get(t)
+        if name is None:
+            name = self._names[t] = type_name(t)
+        if t in _ATOMS:  # the most common values, without the general machinery
+            try:
+                return _new_value(Value, (repr(obj), name, None, False))
+            except ValueError:  # an int too long for repr(): the general path marks it
+                pass
+        text, cut = self.text(obj)
+        if t in SCALARS:
+            return _new_value(Value, (text, name, None, cut))
+        addr = id(obj)
+        oid = self._ids.get(addr)
+        if oid is None:
+            oid = self._ids[addr] = self._next_id
+            self._next_id += 1
+        self._holds[addr] = self._holds.get(addr, 0) + 1
+        return _new_value(Value, (text, name, oid, cut))
+
+    def release(self, obj: object) -> None:
+        """The recorder no longer shows ``obj`` (one ``value`` call's worth)."""
+        addr = id(obj)
+        n = self._holds.get(addr)
+        if n is None:
+            return
+        if n > 1:
+            self._holds[addr] = n - 1
+        else:
+            del self._holds[addr]
+            del self._ids[addr]
+
+    # -- text -----------------------------------------------------------------------------
+    def text(self, obj: object) -> tuple[str, bool]:
+        """Bounded, address-free repr, and whether anything was cut."""
+        self._cut = False
+        self._room = self.max_chars
+        s = self._render(obj, 0)
+        if len(s) > self.max_chars + _SLACK:  # parts are bounded already; this bounds the sum
+            s = f"{s[: self.max_chars]}...<cut: {len(s) - self.max_chars} more chars>"
+            self._cut = True
+        return s, self._cut
+
+    def _render(self, obj: Any, depth: int) -> str:
+        t = type(obj)
+        if t in _ATOMS:
+            try:
+                s = repr(obj)
+            except ValueError:  # an int past sys.get_int_max_str_digits()
+                self._cut = True
+                s = f"<int of {obj.bit_length()} bits; cut: too long to render>"
+        elif t is str or t is bytes or t is bytearray:
+            s = self._chars(obj)
+        elif t in _BRACKETS:
+            return self._container(obj, t, t, depth)
+        else:
+            if t in STABLE or t is complex:
+                s = repr(obj)
+            else:
+                base = next((b for b in _BRACKETS if isinstance(obj, b)), None)
+                if base is not None and (t.__repr__ is base.__repr__ or len(obj) > self.max_items):
+                    return self._container(obj, t, base, depth)
+                s = self._other(obj, t)
+            if "0x" in s:  # not in str values: a string may say "at 0x10"
+                s = _ADDR.sub("", s)
+        self._room -= len(s)
+        return s
+
+    def _chars(self, obj: str | bytes | bytearray) -> str:
+        limit = self.max_chars
+        if len(obj) <= limit:
+            return repr(obj)
+        self._cut = True
+        unit = "chars" if isinstance(obj, str) else "bytes"
+        return f"{obj[:limit]!r}...<cut: {len(obj) - limit} more {unit}>"
+
+    def _container(self, obj: Any, t: type, base: type, depth: int) -> str:
+        """A builtin container (or a subclass) rendered item by item within the bounds."""
+        opening, closing = _brackets(t, base)
+        if t.__repr__ is not base.__repr__:  # a big container whose class has its own repr
+            self._cut = True
+            if base in (list, tuple, dict):
+                opening, closing = f"{t.__name__}({opening}", f"{closing})"
+        n = len(obj)
+        if n == 0:
+            return f"{t.__name__}()" if base in (set, frozenset) else opening + closing
+        if depth >= self.max_depth:
+            self._cut = True
+            return f"{opening}...<cut: {n} items, depth>{closing}"
+        if id(obj) in self._path:  # a cycle: what repr() shows
+            return f"{opening}...{closing}"
+        inner = self._flat(obj, base, depth)
+        if inner is not None:
+            shown = min(n, self.max_items)
+        else:
+            head = list(islice(obj.items() if base is dict else obj, self.max_items))
+            self._path.add(id(obj))
+            try:
+                inner, shown = self._items(head, base is dict, depth)
+            finally:
+                self._path.discard(id(obj))
+        if shown < n:
+            self._cut = True
+            more = f"...<cut: {n - shown} more items>" if shown else f"...<cut: {n} items>"
+            inner = f"{inner}, {more}" if shown else more
+        elif base is tuple and n == 1:
+            inner += ","
+        if base is deque and obj.maxlen is not None:
+            closing = f"], maxlen={obj.maxlen})"
+        return f"{opening}{inner}{closing}"
+
+    def _flat(self, obj: Any, base: type, depth: int) -> str | None:
+        """The items' text, made fast when every item is flat (a number, a short string, a
+        small tuple of those): exactly what rendering them one by one gives."""
+        limit = self.max_items
+        if base is dict:
+            keys = self._flat_texts(list(islice(obj, limit)), depth)
+            values = (
+                None if keys is None else self._flat_texts(list(islice(obj.values(), limit)), depth)
+            )
+            if keys is None or values is None:
+                return None
+            text = ", ".join(map(_PAIR, keys, values))
+        else:
+            head = list(islice(obj, limit))
+            types_ = set(map(type, head))
+            if types_ <= _ATOMS and _numbers_fit(head, types_):
+                text = repr(head)[1:-1]  # one C-level repr
+            else:
+                texts = self._flat_texts(head, depth)
+                if texts is None:
+                    return None
+                text = ", ".join(texts)
+        self._room -= len(text)
+        return text
+
+    def _flat_texts(self, items: list[Any], depth: int) -> list[str] | None:
+        types_ = set(map(type, items))
+        if types_ <= _ATOMS and _numbers_fit(items, types_):
+            return list(map(repr, items))
+        if not types_ <= _FLAT:
+            return None
+        # Strings and tuples are immutable: their text is kept by identity (the cache holds
+        # them, so an id is not reused while its entry lives).
+        cache = self._texts
+        out: list[str] = []
+        for x in items:
+            hit = cache.get(id(x))
+            if hit is not None and hit[0] is x:
+                out.append(hit[1])
+                continue
+            t = type(x)
+            if t is str:
+                if len(x) > self.max_chars:
+                    return None
+            elif t is tuple:
+                if depth + 1 >= self.max_depth or len(x) > self.max_items:
+                    return None
+                inner = set(map(type, x))
+                if not inner <= _ATOMS | {str} or not _numbers_fit(list(x), inner):
+                    return None
+                if str in inner and max(len(v) for v in x if type(v) is str) > self.max_chars:
+                    return None
+            elif not _numbers_fit([x], {t}):
+                return None
+            text = repr(x)
+            if t is not int and t is not float:
+                if len(cache) >= _CACHE_SIZE:
+                    cache.clear()
+                cache[id(x)] = (x, text)
+            out.append(text)
+        return out
+
+    def _items(self, head: list[Any], pairs: bool, depth: int) -> tuple[str, int]:
+        parts: list[str] = []
+        for item in head:
+            if self._room <= 0:
+                break
+            if pairs:
+                k, v = item
+                parts.append(f"{self._render(k, depth + 1)}: {self._render(v, depth + 1)}")
+            else:
+                parts.append(self._render(item, depth + 1))
+        return ", ".join(parts), len(parts)
+
+    def _other(self, obj: object, t: type) -> str:
+        name = self._names.get(t) or type_name(t)
+        if default_repr(t):
+            return f"<{name} object>"
+        if t in self._slow:
+            self._cut = True
+            return f"<{name} object; cut: repr skipped, slow>"
+        start = time.perf_counter()
+        try:
+            s = repr(obj)
+        except Exception as exc:  # a user's __repr__ failing is data, not our failure
+            self._cut = True
+            return f"<{name} object; cut: repr raised {type(exc).__name__}>"
+        finally:
+            if time.perf_counter() - start > _SLOW_SECONDS:
+                self._slow.add(t)
+        if type(s) is not str:  # a str subclass could run user code in len() or slicing
+            s = str.__getitem__(s, slice(None))
+        if isinstance(obj, threading.Thread):
+            s = _THREAD_IDENT.sub(")>", s)
+        return s
