@@ -51,6 +51,7 @@ class CodeInfo:
         "kind",
         "module",
         "names",
+        "pure",
     )
 
     def __init__(self, code: types.CodeType, kind: int, hits: dict[int, int]) -> None:
@@ -74,6 +75,7 @@ class CodeInfo:
         # whose move from the frame's previous line is not one of these followed a jump (a
         # branch, a loop back-edge, an exception handler): it gets an arc. User code only.
         self.fallthrough = _fallthrough_pairs(code) if kind == USER else frozenset()
+        self.pure = _pure_lines(code) if kind == USER else frozenset()
         self._line_at: dict[int, int | None] | None = None
 
     def line_at(self, offset: int) -> int | None:
@@ -116,6 +118,44 @@ def _fallthrough_pairs(code: types.CodeType) -> frozenset[tuple[int, int]]:
             current = None
         flows = ins.opname not in _NO_FALLTHROUGH
     return frozenset(pairs)
+
+
+# Instructions that cannot change a list, dict, set or deque in place without starting a
+# Python frame (which the recorder sees as a call event). Anything else (calls, subscript
+# stores, in-place operators, iteration, which can call C callables) makes a line impure.
+_PURE_OPS = frozenset(
+    """
+    NOP RESUME CACHE EXTENDED_ARG PUSH_NULL POP_TOP COPY SWAP END_FOR NOT_TAKEN
+    LOAD_CONST LOAD_SMALL_INT LOAD_FAST LOAD_FAST_CHECK LOAD_FAST_LOAD_FAST LOAD_FAST_BORROW
+    LOAD_FAST_BORROW_LOAD_FAST_BORROW LOAD_NAME LOAD_GLOBAL LOAD_DEREF LOAD_CLOSURE
+    LOAD_ATTR LOAD_METHOD STORE_FAST STORE_FAST_LOAD_FAST STORE_FAST_STORE_FAST STORE_NAME
+    STORE_GLOBAL STORE_DEREF DELETE_FAST DELETE_NAME DELETE_GLOBAL DELETE_DEREF
+    BINARY_SUBSCR BINARY_SLICE BUILD_SLICE COMPARE_OP CONTAINS_OP IS_OP TO_BOOL
+    UNARY_NEGATIVE UNARY_NOT UNARY_INVERT BUILD_TUPLE BUILD_LIST BUILD_SET BUILD_MAP
+    BUILD_CONST_KEY_MAP BUILD_STRING FORMAT_VALUE FORMAT_SIMPLE FORMAT_WITH_SPEC
+    CONVERT_VALUE GET_ITER POP_JUMP_IF_FALSE POP_JUMP_IF_TRUE POP_JUMP_IF_NONE
+    POP_JUMP_IF_NOT_NONE POP_JUMP_FORWARD_IF_FALSE POP_JUMP_FORWARD_IF_TRUE
+    POP_JUMP_BACKWARD_IF_FALSE POP_JUMP_BACKWARD_IF_TRUE POP_JUMP_FORWARD_IF_NONE
+    POP_JUMP_FORWARD_IF_NOT_NONE JUMP_IF_FALSE_OR_POP JUMP_IF_TRUE_OR_POP JUMP_FORWARD
+    JUMP_BACKWARD JUMP_BACKWARD_NO_INTERRUPT RETURN_VALUE RETURN_CONST
+    """.split()  # noqa: SIM905 - a word list reads better than 70 quoted lines
+)
+
+
+def _pure_lines(code: types.CodeType) -> frozenset[int]:
+    """Lines whose instructions are all in ``_PURE_OPS`` (in-place binary operators are
+    not: ``lst += more`` extends a list)."""
+    line_at = _lines_by_offset(code)
+    pure: dict[int, bool] = {}
+    for ins in dis.get_instructions(code):
+        line = line_at.get(ins.offset)
+        ok = ins.opname in _PURE_OPS or (ins.opname == "BINARY_OP" and "=" not in ins.argrepr)
+        if line is None:
+            if not ok:
+                return frozenset()  # an impure instruction outside any line: no line is pure
+            continue
+        pure[line] = pure.get(line, True) and ok
+    return frozenset(line for line, ok in pure.items() if ok)
 
 
 class CodeTable:

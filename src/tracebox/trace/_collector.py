@@ -136,8 +136,12 @@ class Collector(Counter):
         count = hits[line] = hits.get(line, 0) + 1
         prev, st.prev_line, st.raised = st.prev_line, line, False
         arc = (prev, line) if prev and (prev, line) not in info.fallthrough else None
+        # Only a pure line ran since this frame's last step, and no Python frame started
+        # (which would have been a call): its lists and dicts are as they were.
+        pure = st.calls == self.calls and prev in info.pure
+        st.calls = self.calls
         ns = frame.f_globals if info.module else frame.f_locals
-        changed, deleted = self.differ.diff(st, ns, info.names)
+        changed, deleted = self.differ.diff(st, ns, info.names, pure)
         row = ("line", st.fid, st.depth, line, count, changed, deleted, None, arc)
         if changed is None and not self._held and len(self.rows) < self._max_rows:
             self.rows.append(row)  # the common step: nothing rendered, nothing to release
@@ -221,6 +225,7 @@ class Collector(Counter):
     def _diff(
         self, st: FrameState, frame: types.FrameType, info: CodeInfo
     ) -> tuple[dict[str, Value] | None, tuple[str, ...] | None]:
+        st.calls = self.calls
         ns = frame.f_globals if info.module else frame.f_locals
         return self.differ.diff(st, ns, info.names)
 

@@ -32,6 +32,7 @@ class FrameState:
     """What the recorder knows of one frame."""
 
     __slots__ = (
+        "calls",
         "depth",
         "fid",
         "keys",
@@ -39,6 +40,7 @@ class FrameState:
         "objs",
         "prev_line",
         "raised",
+        "rerender",
         "values",
         "watch",
     )
@@ -54,6 +56,8 @@ class FrameState:
         # name -> (object, fingerprint, rendered value); holds the objects: ids stay valid
         self.values: dict[str, tuple[Any, Any, Value]] = {}
         self.watch: tuple[str, ...] = ()  # names whose objects can change in place
+        self.rerender: tuple[str, ...] = ()  # ... of which no fingerprint can tell
+        self.calls = 0  # the recording's call count at this frame's previous step
 
 
 Delta = tuple[dict[str, Value] | None, tuple[str, ...] | None]
@@ -64,8 +68,18 @@ class LocalsDiffer:
         self.renderer = renderer
         self.max_items = max_items
 
-    def diff(self, st: FrameState, ns: Mapping[str, Any], names: tuple[str, ...] | None) -> Delta:
-        """(changed, deleted) since the previous call for this frame; updates ``st``."""
+    def diff(
+        self,
+        st: FrameState,
+        ns: Mapping[str, Any],
+        names: tuple[str, ...] | None,
+        pure: bool = False,
+    ) -> Delta:
+        """(changed, deleted) since the previous call for this frame; updates ``st``.
+
+        ``pure``: only a pure line of this frame ran since (no call, no subscript store,
+        no in-place operator, no iteration): builtin containers cannot have changed.
+        """
         if names is None:
             keys, objs = list(ns), list(ns.values())
         else:  # a namespace dict: only the names the code uses
@@ -74,8 +88,9 @@ class LocalsDiffer:
         if keys == st.keys:
             old_objs, st.objs = st.objs, objs
             if all(map(_is, objs, old_objs)):
-                return (self._recheck(st, ()) if st.watch else None), None
-            return self._rebound(st, keys, objs, old_objs), None
+                watch = st.rerender if pure else st.watch
+                return (self._recheck(st, watch, ()) if watch else None), None
+            return self._rebound(st, keys, objs, old_objs, pure), None
         changed: dict[str, Value] | None = None
         values = st.values
         render, release = self.renderer.value, self.renderer.release
@@ -117,11 +132,11 @@ class LocalsDiffer:
             release(obj)
         st.keys, st.objs = keys, objs
         if rewatch:
-            st.watch = tuple([n for n, v in values.items() if v[1] is not _ALWAYS])
+            _rewatch(st)
         return changed, deleted
 
     def _rebound(
-        self, st: FrameState, keys: list[Any], objs: list[Any], old_objs: list[Any]
+        self, st: FrameState, keys: list[Any], objs: list[Any], old_objs: list[Any], pure: bool
     ) -> dict[str, Value] | None:
         """Same names as last time, some bound to other objects (the usual step)."""
         changed: dict[str, Value] | None = None
@@ -148,17 +163,22 @@ class LocalsDiffer:
         for obj in released:
             self.renderer.release(obj)
         if rewatch:
-            st.watch = tuple([n for n, v in values.items() if v[1] is not _ALWAYS])
-        if st.watch:
-            changed = self._recheck(st, rebound, changed)
+            _rewatch(st)
+        watch = st.rerender if pure else st.watch
+        if watch:
+            changed = self._recheck(st, watch, rebound, changed)
         return changed
 
     def _recheck(
-        self, st: FrameState, skip: Any, changed: dict[str, Value] | None = None
+        self,
+        st: FrameState,
+        watch: tuple[str, ...],
+        skip: Any,
+        changed: dict[str, Value] | None = None,
     ) -> dict[str, Value] | None:
         """Did an object bound to the same name as last time change in a way that shows?"""
         values = st.values
-        for name in st.watch:
+        for name in watch:
             if name in skip:
                 continue
             obj, fp, old = values[name]
@@ -179,7 +199,7 @@ class LocalsDiffer:
             if val[2] is not None:
                 release(obj)
         st.values.clear()
-        st.keys, st.objs, st.watch = [], [], ()
+        st.keys, st.objs, st.watch, st.rerender = [], [], (), ()
 
     def fingerprint(self, obj: Any) -> Any:
         """What must stay identical for obj's rendering to stay the same (None: re-render)."""
@@ -192,13 +212,19 @@ class LocalsDiffer:
         if t is dict:
             keys, vals = tuple(islice(obj, n)), tuple(islice(obj.values(), n))
             if _stable(keys) and _stable(vals):
-                return (len(obj), keys + vals, len(keys))
+                return (len(obj), keys, vals)
             return None
         if t in _MUTABLE:
             head = tuple(islice(obj, n))
             if _stable(head):
-                return (len(obj), head, -1)
+                return (len(obj), head, None)
         return None
+
+
+def _rewatch(st: FrameState) -> None:
+    values = st.values
+    st.watch = tuple([n for n, v in values.items() if v[1] is not _ALWAYS])
+    st.rerender = tuple([n for n in st.watch if values[n][1] is None])
 
 
 def _stable(items: list[Any] | tuple[Any, ...]) -> bool:
@@ -212,10 +238,9 @@ def _stable(items: list[Any] | tuple[Any, ...]) -> bool:
     return STABLE.issuperset(map(type, chain.from_iterable(tuples)))
 
 
-def _same(obj: Any, fp: tuple[int, tuple[Any, ...], int]) -> bool:
-    n, head, split = fp
-    if len(obj) != n:
+def _same(obj: Any, fp: tuple[int, tuple[Any, ...], tuple[Any, ...] | None]) -> bool:
+    """Same length and the same objects in the rendered head (dicts: keys and values)."""
+    n, head, values = fp
+    if len(obj) != n or not all(map(_is, obj, head)):
         return False
-    if split < 0:
-        return all(map(_is, obj, head))
-    return all(map(_is, obj, head[:split])) and all(map(_is, obj.values(), head[split:]))
+    return values is None or all(map(_is, obj.values(), values))

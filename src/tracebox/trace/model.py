@@ -254,7 +254,8 @@ class Trace:
         return view
 
     def to_wire(self) -> dict[str, Any]:
-        """A JSON-able dict of lists and scalars; ``tracebox.trace.wire`` has its schema."""
+        """A JSON-able dict (tuples stand for JSON arrays); ``tracebox.trace.wire`` has the
+        schema. ``to_json()`` gives its canonical bytes."""
         return {
             "format": WIRE_FORMAT,
             "mode": self.mode,

@@ -25,6 +25,8 @@ from collections import deque
 from itertools import islice
 from typing import Any
 
+from tracebox.trace._flat import ATOMS as _ATOMS
+from tracebox.trace._flat import FlatItems
 from tracebox.trace.model import Value
 
 __all__ = ["SCALARS", "STABLE", "Renderer", "default_repr", "type_name"]
@@ -32,12 +34,8 @@ __all__ = ["SCALARS", "STABLE", "Renderer", "default_repr", "type_name"]
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 _THREAD_IDENT = re.compile(r" \d+\)>$")  # <Thread(name, started 1402..)>: a native id
 _SLOW_SECONDS = 0.05
-_ATOMS = frozenset({int, float, bool, type(None)})  # rendered by repr() alone
-_FLAT = _ATOMS | {str, tuple}
-_INT_LIMIT = 1 << 10_000  # ints up to ~3000 digits go through repr() in one piece
-_CACHE_SIZE = 4096
 _SLACK = 40  # room for one cut marker past max_chars
-_PAIR = "{}: {}".format
+_WHOLE = (list, tuple, set, dict)
 SCALARS = frozenset(
     {int, float, complex, bool, type(None), str, bytes, type(...), type(NotImplemented)}
 )
@@ -60,12 +58,15 @@ _BRACKETS: dict[type, tuple[str, str]] = {
 }
 
 
-def _numbers_fit(items: list[Any], types_: set[type]) -> bool:
-    """No int among ``items`` is too long for a one-piece repr (None compares with nothing)."""
-    if int not in types_:
-        return True
-    ints = items if len(types_) == 1 else [x for x in items if type(x) is int]
-    return min(ints) > -_INT_LIMIT and max(ints) < _INT_LIMIT
+def _take(parts: list[str], limit: int) -> tuple[str, int]:
+    """The items shown: as many as start before the text is ``limit`` long (both the fast
+    and the item-by-item path cut here, so they give the same text)."""
+    used = 0
+    for shown, part in enumerate(parts):
+        if used > limit:
+            return ", ".join(parts[:shown]), shown
+        used += len(part) + 2
+    return ", ".join(parts), len(parts)
 
 
 def _brackets(t: type, base: type) -> tuple[str, str]:
@@ -112,9 +113,8 @@ class Renderer:
         self._names: dict[type, str] = {}
         self._slow: set[type] = set()
         self._cut = False
-        self._room = 0
         self._path: set[int] = set()
-        self._texts: dict[int, tuple[object, str]] = {}  # id -> (str or tuple, its repr)
+        self._flat = FlatItems(max_chars, max_depth, max_items)
 
     # -- identity -------------------------------------------------------------------------
     def value(self, obj: object) -> Value:
@@ -155,7 +155,6 @@ class Renderer:
     def text(self, obj: object) -> tuple[str, bool]:
         """Bounded, address-free repr, and whether anything was cut."""
         self._cut = False
-        self._room = self.max_chars
         s = self._render(obj, 0)
         if len(s) > self.max_chars + _SLACK:  # parts are bounded already; this bounds the sum
             s = f"{s[: self.max_chars]}...<cut: {len(s) - self.max_chars} more chars>"
@@ -184,7 +183,6 @@ class Renderer:
                 s = self._other(obj, t)
             if "0x" in s:  # not in str values: a string may say "at 0x10"
                 s = _ADDR.sub("", s)
-        self._room -= len(s)
         return s
 
     def _chars(self, obj: str | bytes | bytearray) -> str:
@@ -210,16 +208,19 @@ class Renderer:
             return f"{opening}...<cut: {n} items, depth>{closing}"
         if id(obj) in self._path:  # a cycle: what repr() shows
             return f"{opening}...{closing}"
-        inner = self._flat(obj, base, depth)
-        if inner is not None:
-            shown = min(n, self.max_items)
-        else:
+        if t is base and n <= self.max_items and base in _WHOLE:
+            whole = self._flat.whole(obj, base)
+            if whole is not None and len(whole) <= self.max_chars:
+                return whole  # a small container of numbers: one repr() is the rendering
+        parts = self._flat.texts(obj, base, depth)
+        if parts is None:
             head = list(islice(obj.items() if base is dict else obj, self.max_items))
             self._path.add(id(obj))
             try:
-                inner, shown = self._items(head, base is dict, depth)
+                parts = self._items(head, base is dict, depth)
             finally:
                 self._path.discard(id(obj))
+        inner, shown = _take(parts, self.max_chars)
         if shown < n:
             self._cut = True
             more = f"...<cut: {n - shown} more items>" if shown else f"...<cut: {n} items>"
@@ -230,84 +231,29 @@ class Renderer:
             closing = f"], maxlen={obj.maxlen})"
         return f"{opening}{inner}{closing}"
 
-    def _flat(self, obj: Any, base: type, depth: int) -> str | None:
-        """The items' text, made fast when every item is flat (a number, a short string, a
-        small tuple of those): exactly what rendering them one by one gives."""
-        limit = self.max_items
-        if base is dict:
-            keys = self._flat_texts(list(islice(obj, limit)), depth)
-            values = (
-                None if keys is None else self._flat_texts(list(islice(obj.values(), limit)), depth)
-            )
-            if keys is None or values is None:
-                return None
-            text = ", ".join(map(_PAIR, keys, values))
-        else:
-            head = list(islice(obj, limit))
-            types_ = set(map(type, head))
-            if types_ <= _ATOMS and _numbers_fit(head, types_):
-                text = repr(head)[1:-1]  # one C-level repr
-            else:
-                texts = self._flat_texts(head, depth)
-                if texts is None:
-                    return None
-                text = ", ".join(texts)
-        self._room -= len(text)
-        return text
-
-    def _flat_texts(self, items: list[Any], depth: int) -> list[str] | None:
-        types_ = set(map(type, items))
-        if types_ <= _ATOMS and _numbers_fit(items, types_):
-            return list(map(repr, items))
-        if not types_ <= _FLAT:
-            return None
-        # Strings and tuples are immutable: their text is kept by identity (the cache holds
-        # them, so an id is not reused while its entry lives).
-        cache = self._texts
-        out: list[str] = []
-        for x in items:
-            hit = cache.get(id(x))
-            if hit is not None and hit[0] is x:
-                out.append(hit[1])
-                continue
-            t = type(x)
-            if t is str:
-                if len(x) > self.max_chars:
-                    return None
-            elif t is tuple:
-                if depth + 1 >= self.max_depth or len(x) > self.max_items:
-                    return None
-                inner = set(map(type, x))
-                if not inner <= _ATOMS | {str} or not _numbers_fit(list(x), inner):
-                    return None
-                if str in inner and max(len(v) for v in x if type(v) is str) > self.max_chars:
-                    return None
-            elif not _numbers_fit([x], {t}):
-                return None
-            text = repr(x)
-            if t is not int and t is not float:
-                if len(cache) >= _CACHE_SIZE:
-                    cache.clear()
-                cache[id(x)] = (x, text)
-            out.append(text)
-        return out
-
-    def _items(self, head: list[Any], pairs: bool, depth: int) -> tuple[str, int]:
+    def _items(self, head: list[Any], pairs: bool, depth: int) -> list[str]:
+        """Item texts, one by one, until they are past ``max_chars`` (work stays bounded)."""
         parts: list[str] = []
+        used = 0
         for item in head:
-            if self._room <= 0:
+            if used > self.max_chars:
                 break
             if pairs:
                 k, v = item
-                parts.append(f"{self._render(k, depth + 1)}: {self._render(v, depth + 1)}")
+                text = f"{self._render(k, depth + 1)}: {self._render(v, depth + 1)}"
             else:
-                parts.append(self._render(item, depth + 1))
-        return ", ".join(parts), len(parts)
+                text = self._render(item, depth + 1)
+            parts.append(text)
+            used += len(text) + 2
+        return parts
 
     def _other(self, obj: object, t: type) -> str:
         name = self._names.get(t) or type_name(t)
-        if default_repr(t):
-            return f"<{name} object>"
+        if default_repr(t):  # object.__repr__ without the address
+            module = getattr(t, "__module__", None)
+            if isinstance(module, str) and module != "builtins":
+                return f"<{module}.{t.__qualname__} object>"
+            return f"<{t.__name__} object>"
         if t in self._slow:
             self._cut = True
             return f"<{name} object; cut: repr skipped, slow>"

@@ -5,7 +5,14 @@ from __future__ import annotations
 import sys
 
 import pytest
-from trace_corpus import PROGRAMS, USER_FILE, compile_program, counts, reference
+from trace_corpus import (
+    PROGRAMS,
+    USER_FILE,
+    compile_program,
+    counts,
+    reference,
+    reference_locals,
+)
 
 from tracebox.trace import TraceConfig, record
 
@@ -70,3 +77,18 @@ def test_coverage_mode_agrees_with_the_full_trace(name: str, backend: str) -> No
     else:  # branch events miss exception edges and jumps that are not instrumented
         assert got <= want
     assert cov.step_counts()["steps"] is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_locals_at_every_step_match_plain_repr_snapshots(name: str, backend: str) -> None:
+    code = compile_program(name)
+    expected = reference_locals(code)
+    trace = record(code, TraceConfig(mode="full"), backend=backend)  # type: ignore[arg-type]
+    assert len(trace) == len(expected)
+    for k, want in enumerate(expected):
+        got = trace.locals_at(k) if not trace.frames[trace.steps[k].frame].library else {}
+        assert set(got) == set(want), (k, trace.steps[k])
+        for var, text in want.items():
+            if len(text) < 150 and not got[var].cut:
+                assert got[var].repr == text, (k, var, trace.steps[k])

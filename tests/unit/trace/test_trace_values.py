@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import textwrap
 
+import pytest
+
 from tracebox.trace import Step, Trace, TraceConfig, Value, record
+from tracebox.trace._flat import FlatItems
+from tracebox.trace.render import Renderer
 
 
 def full(source: str, **config: object) -> Trace:
@@ -261,3 +266,32 @@ def test_addresses_go_but_strings_that_look_like_them_stay() -> None:
     assert final["where"].repr == "'mapped at 0x7f00deadbeef'"
     assert final["fn"].repr == "<function f>"
     assert final["obj"].repr == "<object object>"
+
+
+SAMPLES: list[object] = [
+    [1, 2.5, None, True],
+    list(range(30)),
+    (7,),
+    {(1, 2): "a", (3,): "b"},
+    {3, 1, 2},
+    frozenset({(1, "x")}),
+    collections.deque([(1, "x")] * 25, maxlen=30),
+    ("s" * 10, (1,), ()),
+    [("a", 1)] * 40,
+    {i: (i, str(i)) for i in range(25)},
+    [10**50, -3, 2**5000],
+    [[1, 2], (3, [4])],
+    {"k": "v" * 300},
+]
+
+
+def test_the_fast_paths_render_exactly_what_item_by_item_rendering_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fast = [Renderer(200, 3, 20).text(x) for x in SAMPLES]
+    monkeypatch.setattr(FlatItems, "texts", lambda *args: None)
+    monkeypatch.setattr(FlatItems, "whole", lambda *args: None)
+    slow = [Renderer(200, 3, 20).text(x) for x in SAMPLES]
+    assert fast == slow
+    text, cut = fast[6]
+    assert cut and text.startswith("deque([(1, 'x'), ") and text.endswith(" more chars>")

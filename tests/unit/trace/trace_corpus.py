@@ -8,6 +8,8 @@ as one call and one return, as the recorder's default is.
 from __future__ import annotations
 
 import gc
+import inspect
+import re
 import sys
 import textwrap
 import types
@@ -276,6 +278,38 @@ PROGRAMS: dict[str, str] = {
             2,
         )
     """,
+    "mutations": """
+        import collections
+
+        def grow(xs):
+            xs.append("g")
+
+        xs = [1]
+        d = {"a": 1}
+        s = {1}
+        grow(xs)
+        xs += [2]
+        xs[0] = 0
+        del d["a"]
+        d["b"] = [1]
+        d["b"].append(2)
+        alias = d["b"]
+        y = alias[0] + 1
+        nested = [alias, (1, 2)]
+        alias.append(3)
+        it = iter(xs.pop, 0)
+        for v in it:
+            y = y + 1
+        s.add(2)
+        s |= {3}
+        dd = collections.defaultdict(list)
+        dd["k"]
+        z = dd["q"]
+        dq = collections.deque([1, 2, 3])
+        dq.rotate(1)
+        first = dq[0]
+        done = len(xs)
+    """,
     "prints": """
         for i in range(3):
             print("line", i)
@@ -342,6 +376,64 @@ def reference(code: types.CodeType) -> tuple[list[Event], BaseException | None]:
     finally:
         sys.settrace(None)
     return events, error
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def reference_locals(code: types.CodeType) -> list[dict[str, str]]:
+    """At every step (as ``reference`` counts them): each local of that frame, as repr().
+
+    A module frame shows the globals its code names, without dunders, like the recorder.
+    Values are plain ``repr`` with addresses removed; compare only short ones.
+    """
+    views: list[dict[str, str]] = []
+
+    def snapshot(frame: types.FrameType) -> None:
+        code = frame.f_code
+        if code.co_flags & inspect.CO_OPTIMIZED:
+            ns = dict(frame.f_locals)
+        else:
+            space = frame.f_globals if code.co_name == "<module>" else frame.f_locals
+            ns = {n: space[n] for n in code.co_names if not n.startswith("__") and n in space}
+        views.append({k: _plain_repr(v) for k, v in ns.items() if k[:1] != "."})
+
+    def glob(frame: types.FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename.startswith("<cell-"):
+            snapshot(frame)
+            return local
+        if frame.f_back is not None and frame.f_back.f_code.co_filename.startswith("<cell-"):
+            views.append({})
+            frame.f_trace_lines = False
+            return library
+        return None
+
+    def local(frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event in ("line", "return", "exception"):
+            snapshot(frame)
+        return local
+
+    def library(frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event == "return":
+            views.append({})
+        return library
+
+    gc.collect()
+    sys.settrace(glob)
+    try:
+        exec(code, {"__name__": "__main__"})
+    except Exception:
+        pass
+    finally:
+        sys.settrace(None)
+    return views
+
+
+def _plain_repr(value: object) -> str:
+    try:  # addresses and native thread ids go, as in the recorder
+        return re.sub(r" \d{6,}\)>$", ")>", _ADDRESS.sub("", repr(value)))
+    except Exception:  # a user __repr__ that fails (the recorder marks it as cut)
+        return "<repr failed>"
 
 
 def counts(events: list[Event]) -> dict[str, int]:
