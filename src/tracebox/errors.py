@@ -16,6 +16,9 @@ Exceptions raised by *user code* are never raised at the caller: they are data i
     │   ├── ValueTooLarge             the pickled value exceeds Limits.max_transfer_bytes
     │   └── NameNotFound (KeyError)   get() of a name the session does not define
     └── RuntimeClosed                 the Runtime was closed
+
+Control signals are BaseExceptions, not errors, and live beside what raises them:
+``tracebox.trace.TraceBudgetExceeded`` stops user code when a trace budget runs out.
 """
 
 from __future__ import annotations
