@@ -67,9 +67,14 @@ class Counter:
         self.stop_pending = stop
         self.truncation = Truncation(kept, reason, limit, dropped, None, stop)
 
-    def fail(self, exc: Exception, kept: int) -> bool:
+    def kept(self) -> int:
+        """Steps recorded so far (counting mode records none: every counted step)."""
+        return self.total
+
+    def fail(self, exc: Exception) -> bool:
         """The recorder raised: end recording, saying why. True when the exception is the
         program's to see (its recursion limit or memory ran out inside the recorder)."""
+        kept = self.kept()
         if isinstance(exc, RecursionError):
             limit = sys.getrecursionlimit()
             self.truncate("recursion_limit", limit, kept, _LIMIT_DROPPED.format("recursion limit"))
@@ -109,6 +114,9 @@ class Collector(Counter):
         self._lib: set[int] = set()  # id() of library frames called from user code, running
 
     # -- events ---------------------------------------------------------------------------
+    def kept(self) -> int:
+        return len(self.rows)
+
     def enter(self, frame: types.FrameType, info: CodeInfo, fresh: bool) -> None:
         self.calls += 1
         depth = self.depth

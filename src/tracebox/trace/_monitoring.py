@@ -122,8 +122,7 @@ class MonitoringBackend:
     def fail(self, exc: Exception) -> None:
         """Recording ends with a marker. A bug of ours does not reach the program; its own
         recursion limit or memory running out inside a callback does."""
-        rows = getattr(self.sink, "rows", None)
-        if self.sink.fail(exc, self.sink.total if rows is None else len(rows)):
+        if self.sink.fail(exc):
             self.stop()
             raise exc
         self.stop()

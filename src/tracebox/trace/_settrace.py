@@ -126,8 +126,7 @@ class SettraceBackend:
     def _fail(self, exc: Exception) -> None:
         """Recording ends with a marker. A bug of ours does not reach the program; its own
         recursion limit or memory running out inside the tracer does."""
-        rows = getattr(self._sink, "rows", None)
-        if self._sink.fail(exc, self._sink.total if rows is None else len(rows)):
+        if self._sink.fail(exc):
             self.stop()
             raise exc
         self.stop()
