@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
+
+if TYPE_CHECKING:
+    from tracebox.trace.cursor import Cursor
 
 __all__ = [
     "Counts",
@@ -223,6 +227,9 @@ class Trace:
     coverage: Coverage | None = None
     error: Value | None = None
     """The exception that ended the recorded code, when ``record`` caught one."""
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Source text of each user file with recorded steps (full mode), for exporters that
+    show the line being run (CWM, Python Tutor, LDB blocks)."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -253,6 +260,47 @@ class Trace:
                 view.update(row[5])
         return view
 
+    def source_line(self, file: str, line: int) -> str:
+        """The text of ``line`` of ``file`` (without its newline), or "" when unknown."""
+        lines = self.sources.get(file, "").splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+    def cursor(self) -> Cursor:
+        """A debugger-like position over the steps (step in/over/out/back, run to)."""
+        from tracebox.trace.cursor import Cursor
+
+        return Cursor(self)
+
+    def to_cwm(self) -> list[dict[str, Any]]:
+        """Meta CWM trace frames; see ``tracebox.trace.export.cwm`` for the format."""
+        from tracebox.trace.export.cwm import to_cwm
+
+        return to_cwm(self)
+
+    def to_tutor(self) -> dict[str, Any]:
+        """Python Tutor's trace JSON (``{"code": ..., "trace": [...]}``)."""
+        from tracebox.trace.export.tutor import to_tutor
+
+        return to_tutor(self)
+
+    def to_ldb_blocks(self, *, max_blocks: int = 10) -> list[dict[str, Any]]:
+        """LDB's view: variable state at the end of each executed basic block."""
+        from tracebox.trace.export.blocks import to_ldb_blocks
+
+        return to_ldb_blocks(self, max_blocks=max_blocks)
+
+    def to_jsonl(self, path: str | os.PathLike[str]) -> int:
+        """Write one JSON object per step; returns the number of lines written."""
+        from tracebox.trace.export.tables import to_jsonl
+
+        return to_jsonl(self, path)
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> int:
+        """Write one row per step (needs pyarrow); returns the number of rows written."""
+        from tracebox.trace.export.tables import to_parquet
+
+        return to_parquet(self, path)
+
     def to_wire(self) -> dict[str, Any]:
         """A JSON-able dict (tuples stand for JSON arrays); ``tracebox.trace.wire`` has the
         schema. ``to_json()`` gives its canonical bytes."""
@@ -268,6 +316,7 @@ class Trace:
             "truncation": None if self.truncation is None else dataclasses.asdict(self.truncation),
             "coverage": None if self.coverage is None else _coverage_to_wire(self.coverage),
             "error": None if self.error is None else _value_to_wire(self.error),
+            "sources": dict(self.sources),
         }
 
     def to_json(self) -> bytes:

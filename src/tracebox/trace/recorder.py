@@ -24,9 +24,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import gc
+import linecache
 import sys
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tracebox.trace import coverage as _coverage
@@ -170,10 +171,21 @@ class Recorder:
             return Trace(
                 mode, self.backend, python, tuple(sink.frames), rows, sink.counts(),
                 sink.truncation, _coverage.from_rows(user_rows, files),
+                sources=_sources(f.file for f in sink.frames if not f.library),
             )  # fmt: skip
         if self._cov is not None:
             return Trace(mode, self.backend, python, coverage=self._cov.result())
         return Trace(mode, self.backend, python, counts=sink.counts(), truncation=sink.truncation)
+
+
+def _sources(files: Iterable[str]) -> dict[str, str]:
+    """Source text of each file, from linecache (cells register theirs there)."""
+    out: dict[str, str] = {}
+    for file in sorted(set(files)):
+        lines = linecache.getlines(file)
+        if lines:
+            out[file] = "".join(lines)
+    return out
 
 
 def record(
@@ -190,6 +202,7 @@ def record(
     kept as ``Trace.error``; KeyboardInterrupt propagates.
     """
     if isinstance(target, str):
+        linecache.cache[filename] = (len(target), None, target.splitlines(True), filename)
         target = compile(target, filename, "exec")
     ns = namespace if namespace is not None else {"__name__": "__main__"}
     rec = Recorder(config, backend=backend)

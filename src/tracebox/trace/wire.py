@@ -9,7 +9,7 @@ shape described here::
                 arc|null], ...],
      "counts": {"line_events": n|null, ...}, "truncation": {...}|null,
      "coverage": {"lines": {file: [line, ...]}, "arcs": {file: [[from, to], ...]}}|null,
-     "error": value|null}
+     "error": value|null, "sources": {file: text}}
 
     value   = [repr, type, id|null, cut]
     changed = {name: value}         (locals bound or changed since the frame's previous step)
@@ -93,6 +93,7 @@ class _TraceWire(_Strict):
     truncation: _TruncationWire | None
     coverage: _CoverageWire | None
     error: ValueWire | None
+    sources: dict[Str, Str] = {}
 
 
 def _value(v: tuple[str, str, int | None, bool]) -> Value:
@@ -136,6 +137,7 @@ def _convert(w: _TraceWire) -> Trace:
         truncation=truncation,
         coverage=coverage,
         error=None if w.error is None else _value(w.error),
+        sources=dict(w.sources),
     )
 
 
