@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from tracebox.trace.model import Trace
 
 __all__ = ["ErrorInfo", "Limits", "RunResult", "RunStatus", "SessionState"]
 
@@ -22,7 +24,7 @@ RunStatus = Literal["ok", "error", "timeout", "memory", "killed", "sandbox_error
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
 class Limits(_Frozen):
@@ -72,6 +74,22 @@ class ErrorInfo(_Frozen):
     """Formatted traceback limited to user code."""
 
 
+def _trace_in(value: Any) -> Trace | None:
+    if value is None or isinstance(value, Trace):
+        return value
+    return Trace.from_wire(value)  # untrusted wire data: validated strictly
+
+
+TraceField = Annotated[
+    Trace | None,
+    BeforeValidator(_trace_in),
+    PlainSerializer(
+        lambda t: None if t is None else t.to_wire(), return_type=dict[str, Any] | None
+    ),
+]
+"""A ``Trace`` in a pydantic model: ``to_wire()`` JSON out, validated ``from_wire`` in."""
+
+
 class RunResult(_Frozen):
     """The outcome of one ``Session.run``."""
 
@@ -87,6 +105,12 @@ class RunResult(_Frozen):
     """High-water mark of the session's memory during the run (None when unmeasurable)."""
     session_alive: bool = True
     """False when the run ended the worker; the session is then dead."""
+    trace: TraceField = None
+    """The recording of a run made with ``trace=``: partial (with ``error`` set to the
+    ``KeyboardInterrupt``) when a time limit interrupted it; None when the run was not
+    traced, or the worker died before it could send the recording."""
+    trace_error: str | None = None
+    """Why a traced run has no trace (it was too large to send, or did not fit in memory)."""
 
     @property
     def ok(self) -> bool:

@@ -9,6 +9,7 @@ import selectors
 import signal
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tracebox.errors import (
     NameNotFound,
+    ProtocolError,
     SessionBusy,
     SessionClosed,
     SessionDead,
@@ -26,6 +28,9 @@ from tracebox.errors import (
 from tracebox.session import transfer
 from tracebox.session.output import Capture, OutputCallback
 from tracebox.session.process import WorkerProcess
+from tracebox.trace.config import TraceConfig
+from tracebox.trace.model import Trace
+from tracebox.trace.settings import Mode
 from tracebox.types import ErrorInfo, Limits, RunResult, RunStatus, SessionState
 from tracebox.worker.protocol import FrameError, FrameReader, encode
 
@@ -46,6 +51,8 @@ class _Reply(BaseModel):
     interrupt: Literal["cpu", "signal"] | None = None
     size: int | None = None
     detail: str | None = None
+    trace: int | None = None  # bytes of the compressed trace in the blob
+    trace_error: str | None = None
 
 
 @dataclass
@@ -145,19 +152,34 @@ class Session:
 
     # -- public operations -----------------------------------------------------------------
 
-    def run(self, code: str, *, on_output: OutputCallback | None = None) -> RunResult:
-        """Run ``code`` as a notebook cell; the last expression's repr becomes ``value``."""
+    def run(
+        self,
+        code: str,
+        *,
+        on_output: OutputCallback | None = None,
+        trace: TraceConfig | Mode | None = None,
+    ) -> RunResult:
+        """Run ``code`` as a notebook cell; the last expression's repr becomes ``value``.
+
+        ``trace`` records the run (``"steps"``, ``"coverage"``, ``"full"`` or a
+        ``TraceConfig``) into ``RunResult.trace``. The recording lives in the session's
+        memory while the run goes on, so it counts against ``Limits.memory_mb``.
+        """
         if not isinstance(code, str):
             raise TypeError(f"code must be str, not {type(code).__name__}")
-        msg = {
+        msg: dict[str, Any] = {
             "op": "run",
             "code": code,
             "stateful": self.stateful,
             "max_value_chars": self.limits.max_value_chars,
         }
+        if trace is not None:
+            config = trace if isinstance(trace, TraceConfig) else TraceConfig(mode=trace)
+            msg["trace"] = config.to_wire()
         with self._busy():
             ex = self._exchange(msg, on_output=on_output)
-        return self._result(ex)
+            recorded = self._trace(ex)
+        return self._result(ex, recorded)
 
     def put(self, name: str, value: object) -> None:
         """Bind ``name`` in the session's namespace to a copy of ``value`` (pickle protocol 5)."""
@@ -333,7 +355,32 @@ class Session:
 
     # -- results ---------------------------------------------------------------------------
 
-    def _result(self, ex: _Exchange) -> RunResult:
+    def _trace(self, ex: _Exchange) -> Trace | str | None:
+        """The trace the worker sent with its reply, or why there is none.
+
+        A trace that is not what the schema allows is a protocol violation: the worker is
+        killed, as for any other forged reply.
+        """
+        r = ex.reply
+        if r is None or (r.trace is None and r.trace_error is None):
+            return None
+        if r.trace is None or r.trace != len(ex.blob):
+            return r.trace_error or "the worker sent no trace"
+        limit = self.limits.max_transfer_bytes
+        inflate = zlib.decompressobj()
+        try:
+            raw = inflate.decompress(ex.blob, limit)
+            if inflate.unconsumed_tail or not inflate.eof:
+                return f"the trace is larger than {limit} bytes (Limits.max_transfer_bytes)"
+            return Trace.from_json(raw)
+        except (zlib.error, ProtocolError) as exc:
+            self._state = SessionState.DEAD
+            self._worker.kill()
+            ex.reply, ex.killed = None, "protocol"
+            ex.death = f"the worker sent a malformed trace ({str(exc)[:200]}); it was killed"
+            return None
+
+    def _result(self, ex: _Exchange, recorded: Trace | str | None = None) -> RunResult:
         status: RunStatus
         error: ErrorInfo | None = None
         value: str | None = None
@@ -385,6 +432,8 @@ class Session:
             wall_seconds=round(ex.wall, 6),
             peak_memory_mb=None if ex.peak_mb is None else round(ex.peak_mb, 3),
             session_alive=self._state is not SessionState.DEAD,
+            trace=recorded if isinstance(recorded, Trace) else None,
+            trace_error=recorded if isinstance(recorded, str) else None,
         )
 
 

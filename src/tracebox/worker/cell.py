@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import linecache
 import os
 import sys
 import traceback
 import types
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tracebox.trace.model import Trace
+    from tracebox.trace.recorder import Recorder
 
 Outcome = dict[str, Any]
+
+
+def _recorder(wire: Mapping[str, Any]) -> Recorder:
+    """A recorder for validated-on-the-host settings (``ValueError`` if malformed)."""
+    from tracebox.trace.recorder import Recorder
+    from tracebox.trace.settings import Settings
+
+    return Recorder(Settings.from_wire(wire))
 
 
 def fresh_namespace() -> dict[str, Any]:
@@ -85,31 +99,65 @@ class CellRunner:
     def __init__(self) -> None:
         self.namespace = fresh_namespace()
         self.count = 0
+        self._file = ""
+        self.trace: Trace | None = None
+        """The recording of the last traced run, kept even when the run was interrupted."""
 
     def compile(self, source: str) -> tuple[types.CodeType, types.CodeType | None]:
-        self.count += 1
-        filename = f"<cell-{self.count}>"
-        tree = ast.parse(source, filename, "exec")
+        """The cell's body and, when it ends in an expression, that expression apart."""
+        tree = self._parse(source)
         last: types.CodeType | None = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = compile(ast.Expression(tree.body[-1].value), filename, "eval")
+            last = compile(ast.Expression(tree.body[-1].value), self._file, "eval")
             del tree.body[-1]
-        body = compile(tree, filename, "exec")
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        return body, last
+        return compile(tree, self._file, "exec"), last
 
-    def run(self, source: str, *, stateful: bool, max_value_chars: int) -> Outcome:
-        """Run ``source``; user exceptions become the outcome, KeyboardInterrupt propagates."""
+    def compile_single(self, source: str) -> tuple[types.CodeType, bool]:
+        """The cell as ONE code object (a traced run shows one ``<module>`` frame), in the
+        REPL's mode: each top-level expression statement hands its value to
+        ``sys.displayhook``. Also says whether the cell ends in an expression."""
+        tree = self._parse(source)
+        ends_in_expr = bool(tree.body) and isinstance(tree.body[-1], ast.Expr)
+        return compile(ast.Interactive(tree.body), self._file, "single"), ends_in_expr
+
+    def _parse(self, source: str) -> ast.Module:
+        self.count += 1
+        self._file = filename = f"<cell-{self.count}>"
+        tree = ast.parse(source, filename, "exec")
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        return tree
+
+    def run(
+        self,
+        source: str,
+        *,
+        stateful: bool,
+        max_value_chars: int,
+        trace: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """Run ``source``; user exceptions become the outcome, KeyboardInterrupt propagates.
+
+        With ``trace`` (``TraceConfig.to_wire()``) the run is recorded into ``self.trace``;
+        recording stops however the run ends, so an interrupted run keeps its partial trace.
+        """
+        self.trace = None
         if not stateful:
             self.namespace = fresh_namespace()
         try:
-            body, last = self.compile(source)
+            if trace is not None:
+                recorder = _recorder(trace)
+                single, ends_in_expr = self.compile_single(source)
+            else:
+                body, last = self.compile(source)
         except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
             return {"status": "error", "error": describe(exc, compiling=True)}
         ns = self.namespace
         try:
-            exec(body, ns)
-            value = eval(last, ns) if last is not None else None
+            if trace is None:
+                exec(body, ns)
+                value = eval(last, ns) if last is not None else None
+            else:
+                value = self._traced(recorder, single, ends_in_expr)
         except KeyboardInterrupt:
             raise
         except MemoryError as exc:
@@ -118,3 +166,19 @@ class CellRunner:
             return {"status": "error", "error": describe(exc)}
         shown = None if value is None else bounded_repr(value, max_value_chars)
         return {"status": "ok", "value": shown}
+
+    def _traced(self, recorder: Recorder, code: types.CodeType, ends_in_expr: bool) -> object:
+        """Run ``code`` under ``recorder``; the trace is kept however the run ends."""
+        from tracebox.trace.recorder import RecorderState
+
+        # A C callable as the display hook: invisible to the tracer, keeps only the last value
+        shown: collections.deque[object] = collections.deque(maxlen=1)
+        saved, sys.displayhook = sys.displayhook, shown.append
+        try:
+            with recorder:
+                exec(code, self.namespace)
+        finally:
+            sys.displayhook = saved
+            if recorder.state is RecorderState.DONE:  # not if it could not start
+                self.trace = recorder.trace()
+        return shown[0] if ends_in_expr and shown else None

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+import zlib
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -133,16 +134,28 @@ class Worker:
         reply["worker_cpu"] = time.process_time() - start
         return reply
 
-    def run(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def run(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         _fresh_streams()
-        return self._guarded(
+        trace = msg.get("trace")
+        reply = self._guarded(
             msg,
             lambda: self.runner.run(
                 str(msg["code"]),
                 stateful=bool(msg.get("stateful", True)),
                 max_value_chars=int(msg.get("max_value_chars", 10_000)),
+                trace=trace if isinstance(trace, dict) else None,
             ),
         )
+        recorded, self.runner.trace = self.runner.trace, None
+        if recorded is None:
+            return reply, b""
+        try:  # JSON compresses about 10x; level 1 is the cheap end of that
+            blob = zlib.compress(recorded.to_json(), 1)
+        except MemoryError:
+            reply["trace_error"] = "the trace did not fit in memory to be sent"
+            return reply, b""
+        reply["trace"] = len(blob)
+        return reply, blob
 
     def put(self, msg: dict[str, Any], blob: bytes) -> dict[str, Any]:
         def action() -> dict[str, Any]:
@@ -183,7 +196,7 @@ class Worker:
             op = msg.get("op")
             out_blob = b""
             if op == "run":
-                reply = self.run(msg)
+                reply, out_blob = self.run(msg)
             elif op == "put":
                 reply = self.put(msg, blob)
             elif op == "get":

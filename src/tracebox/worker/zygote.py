@@ -80,6 +80,10 @@ PREIMPORT = (
     "typing",
     "unittest",
     "uuid",
+    "zlib",
+    # the recorder and its backend: a traced run then starts as fast as an untraced one
+    "tracebox.trace.recorder",
+    "tracebox.trace._monitoring" if sys.version_info >= (3, 12) else "tracebox.trace._settrace",
 )
 MAX_MESSAGE = 1 << 16
 MAX_FDS = 16
