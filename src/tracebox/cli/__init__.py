@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracebox import __version__
-from tracebox.cli import demo, repl
+from tracebox.cli import demo, repl, trace
 from tracebox.cli._common import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
@@ -30,6 +30,7 @@ from tracebox.cli._common import (
     interrupted,
     out,
     parse_limits,
+    read_source,
     result_style,
     stream_output,
 )
@@ -68,17 +69,6 @@ def _root(
 # -- run ------------------------------------------------------------------------------------
 
 
-def _read_source(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise typer.BadParameter(
-            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from None
-
-
 def _failure_panel(result: RunResult) -> Panel:
     style = result_style(result)
     facts = f"cpu {result.cpu_seconds:.2f} s · wall {result.wall_seconds:.2f} s"
@@ -111,7 +101,7 @@ def run(
     Exit code: 0 ok, 1 error, 2 timeout / memory / killed, 3 sandbox error, 130 interrupted
     (the program ended in KeyboardInterrupt, as after Ctrl-C).
     """
-    code = _read_source(file)
+    code = read_source(file)
     limits = parse_limits(cpu_seconds, wall_seconds, memory_mb)
     try:
         with Runtime(limits=limits, pool_size=0) as rt:
@@ -169,7 +159,7 @@ def doctor(json_output: JsonOption = False) -> None:
 
 # -- the commands, in the order --help lists them --------------------------------------------
 
-for _command in (run, repl.repl, doctor, demo.demo):
+for _command in (run, trace.trace, repl.repl, doctor, demo.demo):
     app.command()(_command)
 
 

@@ -6,6 +6,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -71,6 +72,18 @@ def parse_limits(cpu: float | None, wall: float | None, memory: int | None) -> L
             f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()
         )
         raise typer.BadParameter(problems) from None
+
+
+def read_source(path: Path) -> str:
+    """A program's text, or a clear usage error."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise typer.BadParameter(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from None
 
 
 def sandbox_failure(exc: TraceboxError) -> typer.Exit:
