@@ -28,7 +28,8 @@ from tracebox.errors import (
 if TYPE_CHECKING:
     from tracebox.session.runtime import AsyncRuntime, AsyncSession, Runtime
     from tracebox.session.session import Session
-    from tracebox.types import ErrorInfo, Limits, RunResult, RunStatus, SessionState
+    from tracebox.trace.config import TraceConfig
+    from tracebox.types import CallResult, ErrorInfo, Limits, RunResult, RunStatus, SessionState
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,8 @@ _LAZY = {
     "AsyncSession": "tracebox.session.runtime",
     "Runtime": "tracebox.session.runtime",
     "Session": "tracebox.session.session",
+    "TraceConfig": "tracebox.trace.config",
+    "CallResult": "tracebox.types",
     "ErrorInfo": "tracebox.types",
     "Limits": "tracebox.types",
     "RunResult": "tracebox.types",
@@ -50,6 +53,7 @@ __getattr__, __dir__ = lazy_names(__name__, _LAZY)
 __all__ = [
     "AsyncRuntime",
     "AsyncSession",
+    "CallResult",
     "ErrorInfo",
     "IsolationUnavailable",
     "Limits",
@@ -66,6 +70,7 @@ __all__ = [
     "SessionDead",
     "SessionError",
     "SessionState",
+    "TraceConfig",
     "TraceboxError",
     "TransferError",
     "UnpicklableValue",

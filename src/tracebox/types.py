@@ -9,7 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from tracebox.trace.model import Trace
 
-__all__ = ["ErrorInfo", "Limits", "RunResult", "RunStatus", "SessionState"]
+__all__ = ["CallResult", "ErrorInfo", "Limits", "RunResult", "RunStatus", "SessionState"]
 
 RunStatus = Literal["ok", "error", "timeout", "memory", "killed", "sandbox_error"]
 """How a run ended.
@@ -115,6 +115,13 @@ class RunResult(_Frozen):
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+class CallResult(RunResult):
+    """The outcome of one ``Session.call``: a run whose ``value`` is the returned object's
+    repr, and whose ``returned`` is a copy of it (plain data only)."""
+
+    returned: Any = None
 
 
 class SessionState(enum.Enum):

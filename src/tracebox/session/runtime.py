@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tracebox.errors import RuntimeClosed
@@ -13,7 +14,9 @@ from tracebox.session.output import OutputCallback
 from tracebox.session.pool import WarmPool
 from tracebox.session.session import Session
 from tracebox.session.template import Template
-from tracebox.types import Limits, RunResult, SessionState
+from tracebox.trace.config import TraceConfig
+from tracebox.trace.settings import Mode
+from tracebox.types import CallResult, Limits, RunResult, SessionState
 
 
 def _spawn_limits(limits: Limits) -> SpawnLimits:
@@ -104,8 +107,21 @@ class AsyncSession:
     def state(self) -> SessionState:
         return self.sync.state
 
-    async def run(self, code: str, *, on_output: OutputCallback | None = None) -> RunResult:
-        return await asyncio.to_thread(self.sync.run, code, on_output=on_output)
+    async def run(
+        self,
+        code: str,
+        *,
+        on_output: OutputCallback | None = None,
+        trace: TraceConfig | Mode | None = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> RunResult:
+        """See ``Session.run``; callbacks and tools run in a worker thread."""
+        return await asyncio.to_thread(
+            self.sync.run, code, on_output=on_output, trace=trace, tools=tools
+        )
+
+    async def call(self, name: str, /, *args: object, **kwargs: object) -> CallResult:
+        return await asyncio.to_thread(self.sync.call, name, *args, **kwargs)
 
     def interrupt(self) -> None:
         """See ``Session.interrupt``; not a coroutine, so it works from anywhere."""

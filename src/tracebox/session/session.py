@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ from tracebox.session.process import WorkerProcess
 from tracebox.trace.config import TraceConfig
 from tracebox.trace.model import Trace
 from tracebox.trace.settings import Mode
-from tracebox.types import ErrorInfo, Limits, RunResult, RunStatus, SessionState
+from tracebox.types import CallResult, ErrorInfo, Limits, RunResult, RunStatus, SessionState
 from tracebox.worker.protocol import FrameError, FrameReader, encode
 
 _READ_CHUNK = 1 << 16
@@ -45,7 +46,9 @@ class _Reply(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     op: Literal["reply"]
     seq: int
-    status: Literal["ok", "error", "timeout", "memory", "missing", "too_large", "sandbox_error"]
+    status: Literal[
+        "ok", "error", "timeout", "memory", "missing", "too_large", "unpicklable", "sandbox_error"
+    ]
     value: str | None = None
     error: ErrorInfo | None = None
     interrupt: Literal["cpu", "signal"] | None = None
@@ -53,6 +56,13 @@ class _Reply(BaseModel):
     detail: str | None = None
     trace: int | None = None  # bytes of the compressed trace in the blob
     trace_error: str | None = None
+
+
+class _ToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    op: Literal["tool"]
+    name: str
+    seq: int
 
 
 @dataclass
@@ -158,8 +168,13 @@ class Session:
         *,
         on_output: OutputCallback | None = None,
         trace: TraceConfig | Mode | None = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
     ) -> RunResult:
         """Run ``code`` as a notebook cell; the last expression's repr becomes ``value``.
+
+        ``tools`` are host functions the code may call while it runs, with
+        ``tracebox.worker.tools.call(name, *args, **kwargs)``; their arguments arrive as
+        plain data (``session.transfer``), and they run in the calling thread.
 
         ``trace`` records the run (``"steps"``, ``"coverage"``, ``"full"`` or a
         ``TraceConfig``) into ``RunResult.trace``. The recording lives in the session's
@@ -177,9 +192,49 @@ class Session:
             config = trace if isinstance(trace, TraceConfig) else TraceConfig(mode=trace)
             msg["trace"] = config.to_wire()
         with self._busy():
-            ex = self._exchange(msg, on_output=on_output)
+            ex = self._exchange(msg, on_output=on_output, tools=tools)
             recorded = self._trace(ex)
         return self._result(ex, recorded)
+
+    def call(self, name: str, /, *args: object, **kwargs: object) -> CallResult:
+        """Call the session's function ``name`` with copies of ``args`` and ``kwargs``.
+
+        What it returns comes back as a copy in ``CallResult.returned`` if it is plain data
+        (``session.transfer``); anything else (an instance of a class the session defined,
+        say) makes the call an ``error`` of type ``UntransferableValue``, so code in the
+        session cannot hand the host an object that lies about itself.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be str, not {type(name).__name__}")
+        data = transfer.dumps((args, kwargs), self.limits.max_transfer_bytes)
+        msg = {
+            "op": "call",
+            "name": name,
+            "max_bytes": self.limits.max_transfer_bytes,
+            "max_value_chars": self.limits.max_value_chars,
+        }
+        with self._busy():
+            ex = self._exchange(msg, data)
+        r = ex.reply
+        if r is not None and r.status == "missing":
+            raise NameNotFound(f"name {name!r} is not defined in session {self.id}")
+        why = None
+        if r is not None and r.status == "too_large":
+            why = f"a value of {r.size} bytes pickled (Limits.max_transfer_bytes)"
+        elif r is not None and r.status == "unpicklable":
+            why = f"a value that cannot be pickled ({r.error.message if r.error else '?'})"
+        if why is not None:  # the call itself went fine: the result is what's wrong
+            ex.reply = r.model_copy(update={"status": "ok"})  # type: ignore[union-attr]
+        result = dict(self._result(ex))
+        if why is None and result["status"] == "ok":
+            try:
+                return CallResult(**result, returned=transfer.loads_untrusted(ex.blob))
+            except TransferError as exc:
+                why = str(exc)
+        if why is not None:
+            error = ErrorInfo(type="UntransferableValue", message=f"{name}() returned {why}")
+            result.update(status="error", error=error)
+        return CallResult(**result)
 
     def put(self, name: str, value: object) -> None:
         """Bind ``name`` in the session's namespace to a copy of ``value`` (pickle protocol 5)."""
@@ -240,7 +295,11 @@ class Session:
         return ex.reply
 
     def _exchange(
-        self, msg: dict[str, Any], blob: bytes = b"", on_output: OutputCallback | None = None
+        self,
+        msg: dict[str, Any],
+        blob: bytes = b"",
+        on_output: OutputCallback | None = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
     ) -> _Exchange:
         """Send one request and watch it until the reply, enforcing time limits."""
         w, lim, ex = self._worker, self.limits, _Exchange()
@@ -269,7 +328,7 @@ class Session:
                         if not pending:
                             sel.modify(w.channel, selectors.EVENT_READ)
                     elif events & selectors.EVENT_READ:
-                        self._read_reply(reader, ex, seq)
+                        self._read_reply(reader, ex, seq, tools, watch)
                 if ex.reply is not None or ex.death is not None:
                     break
                 action = watch.check(w.cpu_seconds() - cpu0)
@@ -324,9 +383,16 @@ class Session:
                 return
             cap.feed(data)
 
-    def _read_reply(self, reader: FrameReader, ex: _Exchange, seq: int) -> None:
+    def _read_reply(
+        self,
+        reader: FrameReader,
+        ex: _Exchange,
+        seq: int,
+        tools: Mapping[str, Callable[..., Any]] | None,
+        watch: _Watch,
+    ) -> None:
         w = self._worker
-        while ex.reply is None:
+        while ex.reply is None and ex.death is None:
             try:
                 data = w.channel.recv(_READ_CHUNK * 16)
             except BlockingIOError:
@@ -337,21 +403,57 @@ class Session:
                 ex.death = "the worker closed its channel"
                 return
             try:
-                frames = reader.feed(data)
-                if len(frames) > 1:
-                    raise FrameError(f"{len(frames)} replies to one request")
-                if frames:
-                    msg, ex.blob = frames[0]
-                    ex.reply = _Reply.model_validate(msg)
+                for msg, blob in reader.feed(data):
+                    if ex.reply is not None:
+                        raise FrameError("more than one reply to one request")
+                    if msg.get("op") == "tool":
+                        self._serve_tool(msg, blob, tools, watch)
+                        continue
+                    ex.reply, ex.blob = _Reply.model_validate(msg), blob
                     if ex.reply.seq != seq:
                         ex.reply = None
                         raise FrameError(f"reply to request {msg['seq']} while {seq} was asked")
-            except (FrameError, ValidationError) as exc:
+            except (FrameError, ValidationError, OSError) as exc:
+                ex.reply = None
                 ex.death = f"the worker broke the protocol ({type(exc).__name__}); it was killed"
                 ex.killed = "protocol"
                 ex.notes.append(str(exc)[:500])
                 w.kill()
                 return
+
+    def _serve_tool(
+        self,
+        msg: dict[str, Any],
+        blob: bytes,
+        tools: Mapping[str, Callable[..., Any]] | None,
+        watch: _Watch,
+    ) -> None:
+        """Run the host function a tool frame asks for and send its answer back.
+
+        Failures of the call are the caller's data (sent back as an exception), never ours.
+        """
+        call = _ToolCall.model_validate(msg)
+        head: dict[str, Any] = {"op": "tool_reply", "seq": call.seq}
+        out = b""
+        fn = (tools or {}).get(call.name)
+        try:
+            if fn is None:
+                raise LookupError(f"no tool named {call.name!r} in this run")
+            args, kwargs = transfer.loads_untrusted(blob)
+            if not isinstance(args, tuple) or not isinstance(kwargs, dict):
+                raise TypeError("tool arguments must be (tuple, dict)")
+            out = transfer.dumps(fn(*args, **kwargs), self.limits.max_transfer_bytes)
+            head["status"] = "ok"
+        except Exception as exc:
+            text = str(exc.args[0]) if len(exc.args) == 1 else str(exc)  # KeyError('k'): k
+            head.update(status="error", type=type(exc).__name__, message=text[:2000])
+            out = b""
+        channel = self._worker.channel
+        channel.settimeout(max(watch.remaining(), 0.05))  # a worker that stops reading: killed
+        try:
+            channel.sendall(b"".join(encode(head, out)))
+        finally:
+            channel.setblocking(False)
 
     # -- results ---------------------------------------------------------------------------
 
@@ -445,6 +547,10 @@ class _Watch:
         self._deadline = start + limits.wall_seconds
         self._cpu_hard: float | None = None
         self.limit: str | None = None  # which limit was hit: "cpu" or "wall"
+
+    def remaining(self) -> float:
+        """Seconds until the current deadline (the soft one, then the hard one)."""
+        return self._deadline - time.monotonic()
 
     def wait(self) -> float:
         """How long to wait for I/O before checking again (CPU time is polled)."""

@@ -1,8 +1,10 @@
 """The worker's request loop: the only code between the host's channel and user code.
 
 Runs confined, as PID 1 of the session's pid namespace. One request at a time:
-``run`` (a cell), ``put``/``get`` (pickled values), ``ping``. After every request all other
-processes in the namespace are killed and reaped, so nothing user code started outlives it.
+``run`` (a cell), ``call`` (a function of the namespace), ``put``/``get`` (pickled values),
+``ping``. While a request runs, user code may call the host's tools (``worker.tools``).
+After every request all other processes in the namespace are killed and reaped, so nothing
+user code started outlives it.
 
 Time limits: an ``ITIMER_PROF`` timer (CPU time of this process) and the host's SIGINT (wall
 clock, or CPU of the whole session) raise ``KeyboardInterrupt`` in user code, once per
@@ -23,8 +25,8 @@ import zlib
 from types import FrameType
 from typing import Any, NoReturn
 
-from tracebox.worker import protocol
-from tracebox.worker.cell import CellRunner, describe
+from tracebox.worker import protocol, tools
+from tracebox.worker.cell import CellRunner, bounded_repr, describe
 
 
 class _Interrupts:
@@ -187,6 +189,35 @@ class Worker:
         reply = self._guarded(msg, action)
         return reply, (out[0] if out and reply["status"] == "ok" else b"")
 
+    def call(self, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any], bytes]:
+        """Call a function of the namespace with pickled arguments; pickle what it returns."""
+        out: list[bytes] = []
+
+        def action() -> dict[str, Any]:
+            fn = self.runner.namespace.get(str(msg["name"]))
+            if fn is None:
+                return {"status": "missing"}
+            try:
+                args, kwargs = pickle.loads(blob)
+                value = fn(*args, **kwargs)
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except BaseException as exc:  # SystemExit too: the function's outcome
+                return {"status": "error", "error": describe(exc)}
+            shown = bounded_repr(value, int(msg.get("max_value_chars", 10_000)))
+            try:
+                data = pickle.dumps(value, protocol=5)
+            except Exception as exc:
+                return {"status": "unpicklable", "value": shown, "error": describe(exc)}
+            if len(data) > int(msg["max_bytes"]):
+                return {"status": "too_large", "value": shown, "size": len(data)}
+            out.append(data)
+            return {"status": "ok", "value": shown, "size": len(data)}
+
+        _fresh_streams()
+        reply = self._guarded(msg, action)
+        return reply, (out[0] if out and reply["status"] == "ok" else b"")
+
     def serve(self) -> NoReturn:
         while True:
             try:
@@ -201,8 +232,12 @@ class Worker:
                 reply = self.put(msg, blob)
             elif op == "get":
                 reply, out_blob = self.get(msg)
+            elif op == "call":
+                reply, out_blob = self.call(msg, blob)
             elif op == "ping":
                 reply = self._guarded(msg, _warm)
+            elif op == "tool_reply":  # the answer to a tool call an interrupt abandoned
+                continue
             else:
                 os._exit(0)
             head = {"op": "reply", "seq": msg.get("seq")}
@@ -223,4 +258,5 @@ def serve(channel: socket.socket) -> NoReturn:
         *(p for p in sys.path if p not in ("", "/")),
     ]  # cwd importable, as in Jupyter
     _fresh_streams()
+    tools.bind(channel)
     Worker(channel).serve()
