@@ -165,3 +165,19 @@ def test_a_malformed_tool_frame_kills_the_session(session: Session) -> None:
     assert r.status == "killed"
     assert r.error is not None and r.error.type == "ProtocolViolation"
     assert not r.session_alive
+
+
+def test_a_call_can_be_traced(fns: Session) -> None:
+    r = fns.call("add", 2, trace__="full", b=5)
+    assert (r.status, r.returned) == ("ok", 7)
+    assert r.trace is not None
+    assert [(st.event, st.function) for st in r.trace.steps] == [
+        ("call", "add"),
+        ("line", "add"),
+        ("line", "add"),
+        ("return", "add"),
+    ]
+    assert r.trace.steps[-1].value is not None and r.trace.steps[-1].value.repr == "7"
+    steps = fns.call("add", 1, trace__="steps")
+    assert steps.returned == 1
+    assert steps.trace is not None and steps.trace.counts.steps == 4

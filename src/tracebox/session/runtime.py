@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import threading
 from collections.abc import Callable, Mapping
@@ -120,8 +121,17 @@ class AsyncSession:
             self.sync.run, code, on_output=on_output, trace=trace, tools=tools
         )
 
-    async def call(self, name: str, /, *args: object, **kwargs: object) -> CallResult:
-        return await asyncio.to_thread(self.sync.call, name, *args, **kwargs)
+    async def call(
+        self,
+        name: str,
+        /,
+        *args: object,
+        trace__: TraceConfig | Mode | None = None,
+        **kwargs: object,
+    ) -> CallResult:
+        """See ``Session.call``."""
+        call = functools.partial(self.sync.call, name, *args, trace__=trace__, **kwargs)
+        return await asyncio.to_thread(call)
 
     def interrupt(self) -> None:
         """See ``Session.interrupt``; not a coroutine, so it works from anywhere."""

@@ -187,17 +187,27 @@ class Session:
             "code": code,
             "stateful": self.stateful,
             "max_value_chars": self.limits.max_value_chars,
+            "max_bytes": self.limits.max_transfer_bytes,
         }
         if trace is not None:
-            config = trace if isinstance(trace, TraceConfig) else TraceConfig(mode=trace)
-            msg["trace"] = config.to_wire()
+            msg["trace"] = _trace_config(trace).to_wire()
         with self._busy():
             ex = self._exchange(msg, on_output=on_output, tools=tools)
             recorded = self._trace(ex)
         return self._result(ex, recorded)
 
-    def call(self, name: str, /, *args: object, **kwargs: object) -> CallResult:
+    def call(
+        self,
+        name: str,
+        /,
+        *args: object,
+        trace__: TraceConfig | Mode | None = None,
+        **kwargs: object,
+    ) -> CallResult:
         """Call the session's function ``name`` with copies of ``args`` and ``kwargs``.
+
+        ``trace__`` records the call as ``run(trace=...)`` records a run (the trailing
+        underscores keep the name out of the way of the function's own keywords).
 
         What it returns comes back as a copy in ``CallResult.returned`` if it is plain data
         (``session.transfer``); anything else (an instance of a class the session defined,
@@ -213,8 +223,11 @@ class Session:
             "max_bytes": self.limits.max_transfer_bytes,
             "max_value_chars": self.limits.max_value_chars,
         }
+        if trace__ is not None:
+            msg["trace"] = _trace_config(trace__).to_wire()
         with self._busy():
             ex = self._exchange(msg, data)
+            recorded = self._trace(ex)
         r = ex.reply
         if r is not None and r.status == "missing":
             raise NameNotFound(f"name {name!r} is not defined in session {self.id}")
@@ -225,7 +238,7 @@ class Session:
             why = f"a value that cannot be pickled ({r.error.message if r.error else '?'})"
         if why is not None:  # the call itself went fine: the result is what's wrong
             ex.reply = r.model_copy(update={"status": "ok"})  # type: ignore[union-attr]
-        result = dict(self._result(ex))
+        result = dict(self._result(ex, recorded))
         if why is None and result["status"] == "ok":
             try:
                 return CallResult(**result, returned=transfer.loads_untrusted(ex.blob))
@@ -466,12 +479,14 @@ class Session:
         r = ex.reply
         if r is None or (r.trace is None and r.trace_error is None):
             return None
-        if r.trace is None or r.trace != len(ex.blob):
+        if r.trace is None or not 0 < r.trace <= len(ex.blob):
             return r.trace_error or "the worker sent no trace"
+        # the trace is the blob's tail (after a call's returned value)
+        packed, ex.blob = ex.blob[-r.trace :], ex.blob[: -r.trace]
         limit = self.limits.max_transfer_bytes
         inflate = zlib.decompressobj()
         try:
-            raw = inflate.decompress(ex.blob, limit)
+            raw = inflate.decompress(packed, limit)
             if inflate.unconsumed_tail or not inflate.eof:
                 return f"the trace is larger than {limit} bytes (Limits.max_transfer_bytes)"
             return Trace.from_json(raw)
@@ -571,6 +586,10 @@ class _Watch:
         if now >= self._deadline or (self._cpu_hard is not None and cpu >= self._cpu_hard):
             return "kill"
         return None
+
+
+def _trace_config(trace: TraceConfig | Mode) -> TraceConfig:
+    return trace if isinstance(trace, TraceConfig) else TraceConfig(mode=trace)
 
 
 def _time_limit(which: str, lim: Limits, *, alive: bool) -> ErrorInfo:

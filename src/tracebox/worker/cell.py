@@ -10,19 +10,21 @@ import os
 import sys
 import traceback
 import types
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tracebox.trace.recorder import Recorder
 
 if TYPE_CHECKING:
     from tracebox.trace.model import Trace
-    from tracebox.trace.recorder import Recorder
+
+T = TypeVar("T")
 
 Outcome = dict[str, Any]
 
 
 def _recorder(wire: Mapping[str, Any]) -> Recorder:
     """A recorder for validated-on-the-host settings (``ValueError`` if malformed)."""
-    from tracebox.trace.recorder import Recorder
     from tracebox.trace.settings import Settings
 
     return Recorder(Settings.from_wire(wire))
@@ -169,16 +171,25 @@ class CellRunner:
 
     def _traced(self, recorder: Recorder, code: types.CodeType, ends_in_expr: bool) -> object:
         """Run ``code`` under ``recorder``; the trace is kept however the run ends."""
-        from tracebox.trace.recorder import RecorderState
-
         # A C callable as the display hook: invisible to the tracer, keeps only the last value
         shown: collections.deque[object] = collections.deque(maxlen=1)
         saved, sys.displayhook = sys.displayhook, shown.append
         try:
-            with recorder:
-                exec(code, self.namespace)
+            self.recorded(recorder, lambda: exec(code, self.namespace))
         finally:
             sys.displayhook = saved
+        return shown[0] if ends_in_expr and shown else None
+
+    def recorded(self, recorder: Recorder | Mapping[str, Any], action: Callable[[], T]) -> T:
+        """``action()`` under a recorder (or its wire settings); the trace lands in
+        ``self.trace`` however the action ends."""
+        from tracebox.trace.recorder import RecorderState
+
+        if not isinstance(recorder, Recorder):
+            recorder = _recorder(recorder)
+        try:
+            with recorder:
+                return action()
+        finally:
             if recorder.state is RecorderState.DONE:  # not if it could not start
                 self.trace = recorder.trace()
-        return shown[0] if ends_in_expr and shown else None

@@ -148,16 +148,26 @@ class Worker:
                 trace=trace if isinstance(trace, dict) else None,
             ),
         )
+        return reply, self._take_trace(reply, int(msg.get("max_bytes", 0)))
+
+    def _take_trace(self, reply: dict[str, Any], budget: int) -> bytes:
+        """The last recording, compressed for the reply's blob (noted in ``reply``)."""
         recorded, self.runner.trace = self.runner.trace, None
         if recorded is None:
-            return reply, b""
+            return b""
         try:  # JSON compresses about 10x; level 1 is the cheap end of that
             blob = zlib.compress(recorded.to_json(), 1)
         except MemoryError:
             reply["trace_error"] = "the trace did not fit in memory to be sent"
-            return reply, b""
+            return b""
+        if len(blob) > budget:
+            reply["trace_error"] = (
+                f"the trace compresses to {len(blob)} bytes, over the "
+                f"{budget} left of Limits.max_transfer_bytes"
+            )
+            return b""
         reply["trace"] = len(blob)
-        return reply, blob
+        return blob
 
     def put(self, msg: dict[str, Any], blob: bytes) -> dict[str, Any]:
         def action() -> dict[str, Any]:
@@ -192,6 +202,7 @@ class Worker:
     def call(self, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any], bytes]:
         """Call a function of the namespace with pickled arguments; pickle what it returns."""
         out: list[bytes] = []
+        trace = msg.get("trace")
 
         def action() -> dict[str, Any]:
             fn = self.runner.namespace.get(str(msg["name"]))
@@ -199,7 +210,10 @@ class Worker:
                 return {"status": "missing"}
             try:
                 args, kwargs = pickle.loads(blob)
-                value = fn(*args, **kwargs)
+                if isinstance(trace, dict):
+                    value = self.runner.recorded(trace, lambda: fn(*args, **kwargs))
+                else:
+                    value = fn(*args, **kwargs)
             except (KeyboardInterrupt, MemoryError):
                 raise
             except BaseException as exc:  # SystemExit too: the function's outcome
@@ -216,7 +230,9 @@ class Worker:
 
         _fresh_streams()
         reply = self._guarded(msg, action)
-        return reply, (out[0] if out and reply["status"] == "ok" else b"")
+        value = out[0] if out and reply["status"] == "ok" else b""
+        budget = int(msg["max_bytes"]) - len(value)
+        return reply, value + self._take_trace(reply, budget)  # the trace, if any, comes last
 
     def serve(self) -> NoReturn:
         while True:
