@@ -16,6 +16,7 @@ from tracebox._lazy import lazy_names
 
 if TYPE_CHECKING:
     from tracebox.trace.config import TraceConfig
+    from tracebox.trace.cursor import Cursor
     from tracebox.trace.errors import TraceBudgetExceeded
     from tracebox.trace.model import (
         Counts,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Counts": "tracebox.trace.model",
     "Coverage": "tracebox.trace.model",
+    "Cursor": "tracebox.trace.cursor",
     "FrameInfo": "tracebox.trace.model",
     "Recorder": "tracebox.trace.recorder",
     "RecorderState": "tracebox.trace.recorder",
@@ -51,6 +53,7 @@ __getattr__, __dir__ = lazy_names(__name__, _LAZY)
 __all__ = [
     "Counts",
     "Coverage",
+    "Cursor",
     "FrameInfo",
     "Recorder",
     "RecorderState",
