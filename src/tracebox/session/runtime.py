@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping
@@ -11,6 +12,7 @@ from typing import Any
 
 from tracebox.errors import RuntimeClosed
 from tracebox.sandbox.confine import SpawnLimits
+from tracebox.session.journaling import JournalSink
 from tracebox.session.output import OutputCallback
 from tracebox.session.pool import WarmPool
 from tracebox.session.session import Session
@@ -24,6 +26,16 @@ def _spawn_limits(limits: Limits) -> SpawnLimits:
     return SpawnLimits(*limits.spawn_key())
 
 
+def _open_journal(
+    journal: str | os.PathLike[str] | JournalSink | None,
+) -> JournalSink | None:
+    if journal is None or not isinstance(journal, str | os.PathLike):
+        return journal
+    from tracebox.journal import Journal
+
+    return Journal(journal)
+
+
 class Runtime:
     """Entry point: ``with Runtime() as rt: s = rt.session(); s.run("1 + 1")``.
 
@@ -32,8 +44,16 @@ class Runtime:
     on the host's own interpreter (``sys.executable``) and see its installed packages.
     """
 
-    def __init__(self, *, limits: Limits | None = None, pool_size: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        pool_size: int = 2,
+        journal: str | os.PathLike[str] | JournalSink | None = None,
+    ) -> None:
         self.limits = limits or Limits()
+        self._owns_journal = isinstance(journal, str | os.PathLike)
+        self.journal = _open_journal(journal)
         self._template = Template()
         self._pool = WarmPool(self._template, _spawn_limits(self.limits), pool_size)
         self._sessions: dict[str, Session] = {}
@@ -54,8 +74,16 @@ class Runtime:
         else:
             worker = self._template.spawn(_spawn_limits(limits), f"s{secrets.token_hex(4)}")
         session = Session(
-            worker, id=secrets.token_hex(6), limits=limits, stateful=stateful, on_close=self._forget
+            worker,
+            id=secrets.token_hex(6),
+            limits=limits,
+            stateful=stateful,
+            on_close=self._forget,
+            journal=self.journal,
         )
+        if self.journal is not None:
+            created = {"limits": limits.model_dump(), "stateful": stateful}
+            self.journal.append(session.id, "created", {**created, "parent": None})
         with self._lock:
             if self._closed:
                 session.close()
@@ -86,6 +114,8 @@ class Runtime:
             s.close()
         self._pool.close()
         self._template.close()
+        if self.journal is not None and self._owns_journal:
+            self.journal.close()
 
     def __enter__(self) -> Runtime:
         return self

@@ -27,6 +27,7 @@ from tracebox.errors import (
     ValueTooLarge,
 )
 from tracebox.session import transfer
+from tracebox.session.journaling import JournalSink, digest
 from tracebox.session.output import Capture, OutputCallback
 from tracebox.session.process import WorkerProcess
 from tracebox.trace.config import TraceConfig
@@ -97,10 +98,12 @@ class Session:
         limits: Limits,
         stateful: bool,
         on_close: Any = None,
+        journal: JournalSink | None = None,
     ) -> None:
         self.id = id
         self.limits = limits
         self.stateful = stateful
+        self._journal = journal
         self._worker = worker
         self._state = SessionState.READY
         self._lock = threading.Lock()
@@ -130,6 +133,7 @@ class Session:
             self._state = SessionState.CLOSED
         self._worker.close()
         self._sel.close()
+        self._log("close", {})
         if self._on_close is not None:
             self._on_close(self)
 
@@ -194,7 +198,10 @@ class Session:
         with self._busy():
             ex = self._exchange(msg, on_output=on_output, tools=tools)
             recorded = self._trace(ex)
-        return self._result(ex, recorded)
+            result = self._result(ex, recorded)
+            self._log("run", {"code": code, "trace": msg.get("trace"), "tools": sorted(tools or ()),
+                              "result": _journaled(result)})  # fmt: skip
+        return result
 
     def call(
         self,
@@ -227,7 +234,11 @@ class Session:
             msg["trace"] = _trace_config(trace__).to_wire()
         with self._busy():
             ex = self._exchange(msg, data)
-            recorded = self._trace(ex)
+            result = self._call_result(name, ex, self._trace(ex))
+            self._log("call", {"name": name, "result": _journaled(result)}, data)
+        return result
+
+    def _call_result(self, name: str, ex: _Exchange, recorded: Trace | str | None) -> CallResult:
         r = ex.reply
         if r is not None and r.status == "missing":
             raise NameNotFound(f"name {name!r} is not defined in session {self.id}")
@@ -256,6 +267,7 @@ class Session:
         data = transfer.dumps(value, self.limits.max_transfer_bytes)
         with self._busy():
             ex = self._exchange({"op": "put", "name": name}, data)
+            self._log("put", {"name": name, "sha256": digest(data), "size": len(data)}, data)
         reply = self._transfer_reply(ex, f"put {name!r}")
         if reply.status == "error":
             detail = reply.error.message if reply.error else "unknown error"
@@ -268,6 +280,9 @@ class Session:
         msg = {"op": "get", "name": name, "max_bytes": self.limits.max_transfer_bytes}
         with self._busy():
             ex = self._exchange(msg)
+            status = ex.reply.status if ex.reply is not None else "dead"
+            self._log("get", {"name": name, "status": status, "sha256": digest(ex.blob),
+                              "size": len(ex.blob)})  # fmt: skip
         reply = self._transfer_reply(ex, f"get {name!r}")
         if reply.status == "missing":
             raise NameNotFound(f"name {name!r} is not defined in session {self.id}")
@@ -297,6 +312,11 @@ class Session:
         return ex.reply is not None and ex.reply.status == "ok"
 
     # -- the request loop ------------------------------------------------------------------
+
+    def _log(self, kind: str, data: dict[str, Any], blob: bytes | None = None) -> None:
+        """Journal one operation; it is acknowledged (returns) only once this is durable."""
+        if self._journal is not None:
+            self._journal.append(self.id, kind, data, blob)
 
     def _transfer_reply(self, ex: _Exchange, what: str) -> _Reply:
         if ex.reply is None:
@@ -586,6 +606,14 @@ class _Watch:
         if now >= self._deadline or (self._cpu_hard is not None and cpu >= self._cpu_hard):
             return "kill"
         return None
+
+
+def _journaled(result: RunResult) -> dict[str, Any]:
+    """A result as the journal keeps it: the trace by digest (it can be re-recorded)."""
+    data = result.model_dump(mode="json", exclude={"trace", "returned"})
+    if result.trace is not None:
+        data["trace_sha256"] = digest(result.trace.to_json())
+    return data
 
 
 def _trace_config(trace: TraceConfig | Mode) -> TraceConfig:
