@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 
 from tracebox._lazy import lazy_names
 from tracebox.errors import (
+    CheckpointError,
+    CheckpointLost,
+    CheckpointRefused,
     IsolationUnavailable,
     NameNotFound,
     ProtocolError,
@@ -26,6 +29,7 @@ from tracebox.errors import (
 )
 
 if TYPE_CHECKING:
+    from tracebox.session.checkpoint import Checkpoint
     from tracebox.session.runtime import AsyncRuntime, AsyncSession, Runtime
     from tracebox.session.session import Session
     from tracebox.trace.config import TraceConfig
@@ -38,6 +42,7 @@ _LAZY = {
     "AsyncSession": "tracebox.session.runtime",
     "Runtime": "tracebox.session.runtime",
     "Session": "tracebox.session.session",
+    "Checkpoint": "tracebox.session.checkpoint",
     "TraceConfig": "tracebox.trace.config",
     "CallResult": "tracebox.types",
     "ErrorInfo": "tracebox.types",
@@ -54,6 +59,10 @@ __all__ = [
     "AsyncRuntime",
     "AsyncSession",
     "CallResult",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointLost",
+    "CheckpointRefused",
     "ErrorInfo",
     "IsolationUnavailable",
     "Limits",

@@ -10,12 +10,18 @@ Exceptions raised by *user code* are never raised at the caller: they are data i
     ├── SessionError
     │   ├── SessionDead               the worker died (hard kill, crash); the session is unusable
     │   ├── SessionClosed             the session was closed by its owner
-    │   └── SessionBusy               a second call arrived while a run was in progress
+    │   ├── SessionBusy               a second call arrived while a run was in progress
+    │   └── CheckpointError           a checkpoint could not be taken or restored
+    │       ├── CheckpointRefused     the session's state cannot be snapshot faithfully, or a
+    │       │                         checkpoint limit (count, memory) would be exceeded
+    │       └── CheckpointLost        the checkpoint was released, or its snapshot is gone
     ├── TransferError (ValueError)    put/get of a value failed
     │   ├── UnpicklableValue          the value cannot be pickled (or unpickled) on its way
     │   ├── ValueTooLarge             the pickled value exceeds Limits.max_transfer_bytes
     │   └── NameNotFound (KeyError)   get() of a name the session does not define
-    └── RuntimeClosed                 the Runtime was closed
+    ├── RuntimeClosed                 the Runtime was closed
+    ├── EndOfTrace (IndexError)       a trace cursor moved past either end of its trace
+    └── LocalNotBound (KeyError)      a trace cursor was asked for a local not bound there
 
 Control signals are BaseExceptions, not errors, and live beside what raises them:
 ``tracebox.trace.TraceBudgetExceeded`` stops user code when a trace budget runs out.
@@ -24,6 +30,9 @@ Control signals are BaseExceptions, not errors, and live beside what raises them
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointLost",
+    "CheckpointRefused",
     "IsolationUnavailable",
     "NameNotFound",
     "ProtocolError",
@@ -89,6 +98,18 @@ class NameNotFound(TransferError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(SessionError):
+    """A checkpoint could not be taken, restored or forked from."""
+
+
+class CheckpointRefused(CheckpointError):
+    """The session cannot be checkpointed now: extra threads, or a limit would be exceeded."""
+
+
+class CheckpointLost(CheckpointError):
+    """The checkpoint was released, belongs to another session, or its snapshot is gone."""
 
 
 class RuntimeClosed(TraceboxError):

@@ -52,8 +52,14 @@ class Limits(_Frozen):
     """Largest pickled value that ``put``/``get`` will move."""
     max_value_chars: int = Field(10_000, ge=16)
     """Longest ``repr`` of a run's last expression kept in ``RunResult.value``."""
+    max_checkpoints: int = Field(16, ge=0)
+    """Checkpoints a session may hold at once."""
+    checkpoint_memory_mb: int = Field(512, ge=0)
+    """Memory the session's checkpoints may hold between them: pages a checkpoint no longer
+    shares with the live session (copy-on-write). A new checkpoint is refused above it; the
+    session's cgroup memory limit grows by this much to make room for them."""
 
-    def spawn_key(self) -> tuple[int, int, int, int, float]:
+    def spawn_key(self) -> tuple[int, int, int, int, float, int]:
         """The limits fixed when a worker starts; workers are pooled by this key."""
         return (
             self.memory_mb,
@@ -61,6 +67,7 @@ class Limits(_Frozen):
             self.max_processes,
             self.max_open_files,
             self.session_cpu_seconds,
+            self.checkpoint_memory_mb,
         )
 
 

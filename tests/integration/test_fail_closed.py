@@ -41,7 +41,8 @@ def test_every_worker_is_verified_from_the_host() -> None:
         assert report["no_new_privs"] is True
         assert report["cap_effective"] == 0
         assert report["cap_bounding"] == 0
-        assert (report["uid"], report["pid"], report["groups"]) == (1000, 1, [])
+        # pid 1 is the sandbox's init; the worker is its first child
+        assert (report["uid"], report["pid"], report["groups"]) == (1000, 2, [])
         assert report["net_interfaces"] == ["lo"]
         # only the Python installation is shown, not the host's working or test directories
         here = os.path.dirname(os.path.abspath(__file__))

@@ -45,6 +45,7 @@ class SpawnLimits:
     max_processes: int
     max_open_files: int
     session_cpu_seconds: float
+    checkpoint_memory_mb: int = 0
 
 
 def _mount_private_dirs(disk_mb: int, stashed: list[tuple[str, str]]) -> None:

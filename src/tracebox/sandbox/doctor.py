@@ -66,7 +66,7 @@ def _probe(host_marker, namespaces):
         facts["rlimits"][name] = list(resource.getrlimit(getattr(resource, "RLIMIT_" + name)))
     libc = ctypes.CDLL(None, use_errno=True)
     facts["unshare"] = [libc.unshare(0x10000000), ctypes.get_errno()]  # CLONE_NEWUSER
-    facts["pid"] = os.getpid()
+    facts["pid"], facts["ppid"] = os.getpid(), os.getppid()
     facts["visible_pids"] = sum(p.isdigit() for p in os.listdir("/proc"))
     facts["uid"], facts["gid"], facts["groups"] = os.getuid(), os.getgid(), os.getgroups()
     facts["hostname"] = socket.gethostname()
@@ -223,10 +223,14 @@ def namespace_check(name: str, facts: dict[str, Any], host_link: str) -> Check:
         return Check(layer=layer, ok=False, detail=f"cannot read the host's /proc/self/ns/{name}")
     if inside == host_link:
         return Check(layer=layer, ok=False, detail=f"shared with the host ({inside})")
-    if name == "pid" and facts["pid"] != 1:
-        return Check(layer=layer, ok=False, detail=f"private, but the worker is pid {facts['pid']}")
+    if name == "pid" and facts.get("ppid") != 1:
+        detail = f"private, but the worker's parent is pid {facts.get('ppid')}, not the init"
+        return Check(layer=layer, ok=False, detail=detail)
     extra = {
-        "pid": f"; the worker is pid 1, {facts['visible_pids']} process(es) visible",
+        "pid": (
+            f"; the worker is pid {facts['pid']}, under the sandbox's init (pid 1), "
+            f"{facts['visible_pids']} process(es) visible"
+        ),
         "uts": f"; hostname {facts['hostname']!r} (host: {socket.gethostname()!r})",
         "net": f"; interfaces: {', '.join(facts['interfaces']) or 'none'}",
     }.get(name, "")

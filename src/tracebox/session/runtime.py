@@ -81,9 +81,12 @@ class Runtime:
             on_close=self._forget,
             journal=self.journal,
         )
+        session._family.on_fork = self._adopt
         if self.journal is not None:
             created = {"limits": limits.model_dump(), "stateful": stateful}
-            self.journal.append(session.id, "created", {**created, "parent": None})
+            self.journal.append(
+                session.id, "created", {**created, "parent": None, "checkpoint": None}
+            )
         with self._lock:
             if self._closed:
                 session.close()
@@ -98,6 +101,12 @@ class Runtime:
     def wait_warm(self, timeout: float = 30.0) -> bool:
         """Block until the warm pool is full."""
         return self._pool.wait_full(timeout)
+
+    def _adopt(self, sessions: list[Session]) -> None:
+        """Sessions made by ``Session.fork``: closed with the runtime, like the others."""
+        with self._lock:
+            for s in sessions:
+                self._sessions[s.id] = s
 
     def _forget(self, session: Session) -> None:
         with self._lock:

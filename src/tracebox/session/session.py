@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import secrets
+import select
 import selectors
 import signal
 import threading
@@ -17,6 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tracebox.errors import (
+    CheckpointError,
+    CheckpointLost,
+    CheckpointRefused,
     NameNotFound,
     ProtocolError,
     SessionBusy,
@@ -27,18 +32,21 @@ from tracebox.errors import (
     ValueTooLarge,
 )
 from tracebox.session import transfer
+from tracebox.session.checkpoint import Checkpoint, Family
 from tracebox.session.journaling import JournalSink, digest
 from tracebox.session.output import Capture, OutputCallback
 from tracebox.session.process import WorkerProcess
+from tracebox.session.template import host_view_problems
 from tracebox.trace.config import TraceConfig
 from tracebox.trace.model import Trace
 from tracebox.trace.settings import Mode
 from tracebox.types import CallResult, ErrorInfo, Limits, RunResult, RunStatus, SessionState
-from tracebox.worker.protocol import FrameError, FrameReader, encode
+from tracebox.worker.protocol import FrameError, FrameReader, encode, recv_blocking, send
 
 _READ_CHUNK = 1 << 16
 _POLL = 0.05  # how often CPU time is checked while a request runs
 _EXIT_WAIT = 2.0
+_RESTORE_WAIT = 30.0  # a restore forks the snapshot and rewrites the session's files
 
 
 class _Reply(BaseModel):
@@ -48,13 +56,22 @@ class _Reply(BaseModel):
     op: Literal["reply"]
     seq: int
     status: Literal[
-        "ok", "error", "timeout", "memory", "missing", "too_large", "unpicklable", "sandbox_error"
+        "ok",
+        "error",
+        "timeout",
+        "memory",
+        "missing",
+        "too_large",
+        "unpicklable",
+        "refused",
+        "sandbox_error",
     ]
     value: str | None = None
     error: ErrorInfo | None = None
     interrupt: Literal["cpu", "signal"] | None = None
     size: int | None = None
     detail: str | None = None
+    snapshot: int | None = None  # a checkpoint's pid in the sandbox
     trace: int | None = None  # bytes of the compressed trace in the blob
     trace_error: str | None = None
 
@@ -99,11 +116,16 @@ class Session:
         stateful: bool,
         on_close: Any = None,
         journal: JournalSink | None = None,
+        family: Family | None = None,
     ) -> None:
         self.id = id
         self.limits = limits
         self.stateful = stateful
         self._journal = journal
+        self._checkpoints: dict[str, Checkpoint] = {}
+        self._family = family or Family(worker, first=self)
+        self._family.members.add(self)
+        self._parked: Checkpoint | None = None  # our state while another member is live
         self._worker = worker
         self._state = SessionState.READY
         self._lock = threading.Lock()
@@ -113,6 +135,9 @@ class Session:
         self._sel.register(worker.channel, selectors.EVENT_READ)
         for fd in (worker.stdout, worker.stderr):
             self._sel.register(fd, selectors.EVENT_READ)
+        # the worker's exit: the channel's EOF does not show it once snapshots share it
+        self._watched = worker.pidfd
+        self._sel.register(worker.pidfd, selectors.EVENT_READ)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -131,7 +156,19 @@ class Session:
             if self._state is SessionState.CLOSED:
                 return
             self._state = SessionState.CLOSED
-        self._worker.close()
+        with self._family.lock:
+            fam = self._family
+            fam.members.discard(self)
+            if fam.active is self:
+                fam.active = None
+            mine = [*self._checkpoints.values(), *([self._parked] if self._parked else [])]
+            if not fam.members:
+                self._worker.close()  # the snapshots die with the sandbox
+            for cp in mine:
+                if not cp.released and not fam.parks(cp):
+                    self._worker.kept.pop(cp.ns_pid, None)
+                    cp._drop()
+            self._parked = None
         self._sel.close()
         self._log("close", {})
         if self._on_close is not None:
@@ -147,17 +184,24 @@ class Session:
         return f"<Session {self.id} {self._state.value}>"
 
     @contextlib.contextmanager
-    def _busy(self) -> Any:
+    def _busy(self, *, revive: bool = False) -> Any:
+        """One request at a time; ``revive``: also for a dead session (a restore)."""
         if not self._lock.acquire(blocking=False):
             raise SessionBusy(f"session {self.id} is already running a request")
         try:
             if self._state is SessionState.CLOSED:
                 raise SessionClosed(f"session {self.id} is closed")
-            if self._state is SessionState.DEAD:
-                raise SessionDead(f"session {self.id} is dead: its worker was killed or crashed")
+            if self._state is SessionState.DEAD and not revive:
+                hint = " (restore a checkpoint to revive it)" if self._checkpoints else ""
+                raise SessionDead(
+                    f"session {self.id} is dead: its worker was killed or crashed{hint}"
+                )
             self._state = SessionState.RUNNING
             try:
-                yield
+                with self._family.lock:  # members of a fork family take turns in its sandbox
+                    if not revive:
+                        self._activate()
+                    yield
             finally:
                 if self._state is SessionState.RUNNING:
                     self._state = SessionState.READY
@@ -296,6 +340,222 @@ class Session:
             raise UnpicklableValue(f"{name!r} cannot be pickled in the session: {detail}")
         return transfer.loads_untrusted(ex.blob)
 
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """Snapshot the whole session: interpreter state (a paused copy-on-write fork of the
+        worker, so generators, lambdas, open files and C objects are kept) and its files.
+
+        Refused (``CheckpointRefused``) while the session has other threads (a fork keeps
+        only the calling thread), or when ``Limits.max_checkpoints`` or
+        ``Limits.checkpoint_memory_mb`` would be exceeded.
+        """
+        lim = self.limits
+        with self._busy():
+            held = [cp for cp in self._checkpoints.values() if cp.alive]
+            if len(held) >= lim.max_checkpoints:
+                raise CheckpointRefused(
+                    f"session {self.id} holds {len(held)} checkpoints, the limit "
+                    f"(Limits.max_checkpoints); release one first"
+                )
+            used = sum(cp.memory_mb() for cp in held)
+            if used > lim.checkpoint_memory_mb:
+                raise CheckpointRefused(
+                    f"the checkpoints of session {self.id} hold {used:.0f} MB, over "
+                    f"Limits.checkpoint_memory_mb={lim.checkpoint_memory_mb}; release some"
+                )
+            cp = self._snapshot()
+            self._checkpoints[cp.id] = cp
+            self._log("checkpoint", {"checkpoint": cp.id})
+        return cp
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Put the session back to ``checkpoint``: its interpreter state and its files.
+
+        Works on a dead session too (a worker killed by a limit or a crash), and as often as
+        wanted from one checkpoint. Raises ``CheckpointLost`` if the checkpoint was released
+        or its snapshot is gone; the session is then left as it was.
+        """
+        self._own(checkpoint)
+        with self._busy(revive=True):
+            self._bring_back(checkpoint)
+            self._log("restore", {"checkpoint": checkpoint.id})
+
+    def fork(self, n: int) -> list[Session]:
+        """``n`` new sessions, each starting from this session's current state.
+
+        They are independent (a change in one, files included, is invisible to the others)
+        but share this session's sandbox and limits, and take turns in it: while one member
+        of the family runs, another waits, and switching members costs a checkpoint and a
+        restore. (Running them side by side would need a sandbox per child, and a forked
+        process cannot enter new namespaces without privileges the sandbox drops.)
+        """
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"fork needs a positive number of sessions, not {n!r}")
+        with self._busy():
+            start = self._snapshot()
+            kids = [
+                Session(
+                    self._worker,
+                    id=secrets.token_hex(6),
+                    limits=self.limits,
+                    stateful=self.stateful,
+                    on_close=self._on_close,
+                    journal=self._journal,
+                    family=self._family,
+                )
+                for _ in range(n)
+            ]
+            for kid in kids:
+                kid._parked = start
+            if self._family.on_fork is not None:
+                self._family.on_fork(kids)
+            for kid in kids:
+                kid._log("created", {"limits": self.limits.model_dump(), "stateful": self.stateful,
+                                     "parent": self.id, "checkpoint": None})  # fmt: skip
+            self._log("fork", {"children": [k.id for k in kids]})
+        return kids
+
+    def _snapshot(self, owner: Session | None = None) -> Checkpoint:
+        """Fork a snapshot of the live worker (whose state is ``owner``'s, default ours)."""
+        threads = self._worker.threads()
+        who = (owner or self).id
+        if threads > 1:
+            raise CheckpointRefused(
+                f"session {who} has {threads} threads; a checkpoint is a fork, which "
+                "keeps only the calling thread, so it would not be faithful"
+            )
+        ex = self._exchange({"op": "checkpoint"}, settle=False)  # spare the new snapshot
+        r = ex.reply
+        snap = None if r is None else r.snapshot
+        pid = None if snap is None else self._worker.find_child_of_init(snap)
+        if snap is not None and pid is not None:
+            self._worker.kept[snap] = pid
+        if ex.death is None:
+            self._worker.settle()
+        if r is None or r.status != "ok" or snap is None:
+            raise self._checkpoint_failure(ex)
+        if pid is None:
+            raise CheckpointError("the snapshot process is not where it should be")
+        return Checkpoint(owner or self, secrets.token_hex(6), pid, snap)
+
+    def _activate(self) -> None:
+        """Make the live worker hold our state (fork families share one worker)."""
+        fam = self._family
+        if fam.active is self:
+            return
+        parked = self._parked
+        if parked is None:  # only the family's first member starts out live
+            fam.active = self
+            return
+        self._bring_back(parked)
+        self._parked = None
+        if not fam.parks(parked):
+            self._worker.kept.pop(parked.ns_pid, None)
+            parked._drop()
+
+    def _bring_back(self, checkpoint: Checkpoint) -> None:
+        """Replace the live worker by a new one forked from ``checkpoint``; the member whose
+        state was live is parked in a snapshot first.
+
+        The handshake keeps a failed restore harmless: the new worker announces itself,
+        the host checks it and only then retires the old one, and tells the new one to go.
+        """
+        fam, w = self._family, self._worker
+        checkpoint._signal(0)  # still there?
+        other = fam.active
+        if other is not None and other is not self and other._state is not SessionState.DEAD:
+            other._parked = self._snapshot(owner=other)
+        if self._state is SessionState.DEAD or not w.alive():
+            for fd in (w.channel.fileno(), w.stdout, w.stderr):
+                _discard(fd)  # half-written replies and output of the dead worker
+        checkpoint._signal(signal.SIGUSR1)
+        new_pid = self._announced(checkpoint)
+        old = os.dup(w.pidfd)
+        try:
+            w.adopt(new_pid)
+            fam.active = None
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(old, signal.SIGKILL)
+            w.resume()  # a frozen worker dies only once thawed
+            select.select([old], [], [], _EXIT_WAIT)
+        finally:
+            os.close(old)
+        w.settle()  # strays of the retired worker
+        for fd in (w.stdout, w.stderr):
+            _discard(fd)
+        ch = w.channel
+        ch.settimeout(_RESTORE_WAIT)
+        try:
+            send(ch, {"op": "go"})
+            msg, _ = recv_blocking(ch)
+        except (OSError, EOFError, ValueError) as exc:
+            msg = {"error": repr(exc)}
+        finally:
+            ch.setblocking(False)
+        if msg.get("op") != "ready":
+            self._state = SessionState.DEAD
+            self._bury()
+            raise CheckpointError(f"the restored worker failed to start: {msg!r}")
+        fam.active = self
+        self._state = SessionState.RUNNING
+
+    def _announced(self, checkpoint: Checkpoint) -> int:
+        """The host pid of the worker ``checkpoint`` just forked, checked from the host."""
+        w, ch = self._worker, self._worker.channel
+        # a snapshot killed just before it was asked may still be exiting: watch it too
+        ready, _, _ = select.select([ch.fileno(), checkpoint.pidfd], [], [], _RESTORE_WAIT)
+        ch.settimeout(_RESTORE_WAIT)
+        try:
+            if ch.fileno() not in ready:
+                raise EOFError("no announcement")
+            msg, _ = recv_blocking(ch)
+        except (OSError, EOFError, ValueError) as exc:
+            raise CheckpointLost(
+                f"checkpoint {checkpoint.id} is gone: it did not produce a worker ({exc}); "
+                "the session is unchanged"
+            ) from None
+        finally:
+            ch.setblocking(False)
+        pid = w.find_child_of_init(msg.get("pid", -1)) if msg.get("op") == "restored" else None
+        problems = ["unknown process"] if pid is None else host_view_problems(pid)
+        if pid is not None and w.cgroup is not None and pid not in w.cgroup.pids():
+            problems.append("not in the session's cgroup")
+        if pid is None or problems:
+            w.kill_all()
+            self._state = SessionState.DEAD
+            raise CheckpointError(f"the restored worker is not right ({msg!r}): {problems}")
+        return pid
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The checkpoints this session holds."""
+        return [cp for cp in self._checkpoints.values() if not cp.released]
+
+    def _own(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.released:
+            raise CheckpointLost(f"checkpoint {checkpoint.id} was released")
+        if self._checkpoints.get(checkpoint.id) is not checkpoint:
+            raise CheckpointLost(f"{checkpoint!r} is not a checkpoint of session {self.id}")
+
+    def _release(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.released:
+            return
+        self._own(checkpoint)
+        with self._lock:
+            checkpoint._drop()
+            self._worker.kept.pop(checkpoint.ns_pid, None)
+            self._checkpoints.pop(checkpoint.id, None)
+        self._log("release", {"checkpoint": checkpoint.id})
+
+    def _checkpoint_failure(self, ex: _Exchange) -> CheckpointError:
+        r = ex.reply
+        if r is None:
+            return CheckpointError(f"the checkpoint failed: {ex.death}")
+        if r.status == "refused":
+            return CheckpointRefused(r.detail or "refused")
+        detail = r.error.message if r.error else (r.detail or r.status)
+        return CheckpointError(f"the checkpoint failed: {detail}")
+
     def interrupt(self) -> None:
         """Raise ``KeyboardInterrupt`` in the code now running (like Ctrl-C); no-op when idle.
 
@@ -333,6 +593,7 @@ class Session:
         blob: bytes = b"",
         on_output: OutputCallback | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
+        settle: bool = True,
     ) -> _Exchange:
         """Send one request and watch it until the reply, enforcing time limits."""
         w, lim, ex = self._worker, self.limits, _Exchange()
@@ -340,6 +601,13 @@ class Session:
         err = Capture("stderr", lim.max_output_bytes, on_output)
         msg["cpu_seconds"] = lim.cpu_seconds
         msg["seq"] = seq = next(self._seq)
+        if self._watched != w.pidfd:  # the worker was replaced (a restore): watch the new one
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._sel.unregister(self._watched)
+            self._sel.register(w.pidfd, selectors.EVENT_READ)
+            self._watched = w.pidfd
+        if w.kept:  # the worker's clean-up must spare the snapshots
+            msg["keep"] = sorted(w.kept)
         w.resume()
         w.reset_peak_memory()
         oom0, cpu0, t0 = w.oom_kills(), w.cpu_seconds(), time.monotonic()
@@ -356,6 +624,10 @@ class Session:
                 for key, events in sel.select(watch.wait()):
                     if key.fd in caps:
                         self._drain(key.fd, caps[key.fd], sel)
+                    elif key.fd == w.pidfd:  # it exited: take a reply it sent first, if any
+                        self._read_reply(reader, ex, seq, tools, watch)
+                        if ex.reply is None and ex.death is None:
+                            ex.death = "the worker exited"
                     elif events & selectors.EVENT_WRITE and pending:
                         pending = self._send_some(pending, ex)
                         if not pending:
@@ -364,6 +636,7 @@ class Session:
                         self._read_reply(reader, ex, seq, tools, watch)
                 if ex.reply is not None or ex.death is not None:
                     break
+                w.wake_if_stopped()
                 action = watch.check(w.cpu_seconds() - cpu0)
                 if action == "interrupt":
                     ex.interrupted = watch.limit
@@ -380,9 +653,9 @@ class Session:
             w.kill()
             w.wait_exited(_EXIT_WAIT)
             if ex.killed is None:
-                w.exit.event.wait(_EXIT_WAIT)
-                ex.death = w.exit.describe()
-        else:
+                ex.death = w.describe_exit(_EXIT_WAIT)
+            self._bury()
+        elif settle:
             w.settle()
         for fd, cap in ((w.stdout, out), (w.stderr, err)):
             self._drain(fd, cap, None)
@@ -391,6 +664,15 @@ class Session:
         ex.peak_mb = w.peak_memory_mb()
         ex.oom = w.oom_kills() > oom0
         return ex
+
+    def _bury(self) -> None:
+        """After the worker died: end everything it left running. The sandbox (its init and
+        snapshots) stays only if a checkpoint can revive the session, or other members of
+        its fork family still live in it."""
+        if len(self._family.members) > 1 or any(cp.alive for cp in self._checkpoints.values()):
+            self._worker.settle()
+        else:
+            self._worker.kill_all()
 
     def _send_some(self, data: memoryview, ex: _Exchange) -> memoryview:
         try:
@@ -513,6 +795,8 @@ class Session:
         except (zlib.error, ProtocolError) as exc:
             self._state = SessionState.DEAD
             self._worker.kill()
+            self._worker.wait_exited(_EXIT_WAIT)
+            self._bury()
             ex.reply, ex.killed = None, "protocol"
             ex.death = f"the worker sent a malformed trace ({str(exc)[:200]}); it was killed"
             return None
@@ -606,6 +890,13 @@ class _Watch:
         if now >= self._deadline or (self._cpu_hard is not None and cpu >= self._cpu_hard):
             return "kill"
         return None
+
+
+def _discard(fd: int) -> None:
+    """Read and drop whatever a non-blocking descriptor holds now."""
+    with contextlib.suppress(BlockingIOError, OSError):
+        while os.read(fd, _READ_CHUNK):
+            pass
 
 
 def _journaled(result: RunResult) -> dict[str, Any]:

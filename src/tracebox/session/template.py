@@ -23,7 +23,7 @@ from tracebox.errors import IsolationUnavailable, ProtocolError, SandboxError
 from tracebox.sandbox import cgroups, rootfs
 from tracebox.sandbox._linux import NAMESPACE_NAMES
 from tracebox.sandbox.confine import SpawnLimits
-from tracebox.session.process import ExitNotice, WorkerProcess
+from tracebox.session.process import ExitNotice, WorkerProcess, children
 from tracebox.worker import protocol
 
 START_TIMEOUT = 60.0
@@ -137,6 +137,7 @@ class Template:
         host_ch, worker_ch = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        exits_r, exits_w = os.pipe2(os.O_CLOEXEC)
         joins = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in group.procs_files] if group else []
         request_id = next(self._ids)
         future: Future[dict[str, Any]] = Future()
@@ -148,21 +149,21 @@ class Template:
                 socket.send_fds(
                     self._sock,
                     [json.dumps(msg).encode()],
-                    [worker_ch.fileno(), out_w, err_w, *joins],
+                    [worker_ch.fileno(), out_w, err_w, exits_w, *joins],
                 )
             except OSError as exc:
                 self._pending.pop(request_id, None)
                 future.set_result({"op": "spawn_failed", "error": f"template unreachable: {exc}"})
             finally:
                 worker_ch.close()
-                for fd in (out_w, err_w, *joins):
+                for fd in (out_w, err_w, exits_w, *joins):
                     os.close(fd)
         try:
             reply = future.result(timeout=START_TIMEOUT)
         except TimeoutError:
             reply = {"op": "spawn_failed", "error": f"no answer in {START_TIMEOUT:g} s"}
         if reply["op"] != "spawned":
-            for fd in (out_r, err_r):
+            for fd in (out_r, err_r, exits_r):
                 os.close(fd)
             host_ch.close()
             raise SandboxError(f"could not start a worker: {reply.get('error')}{self._log_tail()}")
@@ -172,15 +173,20 @@ class Template:
             notice.claimed = True
             if notice.event.is_set():  # it has already exited
                 del self._exits[pid]
+        os.set_blocking(exits_r, False)
+        init_pidfd = os.pidfd_open(pid)
         worker = WorkerProcess(
-            pid=pid,
-            pidfd=os.pidfd_open(pid),
+            pid=pid,  # init's, until the worker has said hello
+            pidfd=os.dup(init_pidfd),
             channel=host_ch,
             stdout=out_r,
             stderr=err_r,
             cgroup=group,
             confinement={},
             exit=notice,
+            init=pid,
+            init_pidfd=init_pidfd,
+            exits=exits_r,
         )
         try:
             worker.confinement = self._hello(worker)
@@ -197,7 +203,7 @@ class Template:
         if not cgroups.probe().active():
             return None  # no controller at all: rlimits alone; `tracebox doctor` says why
         # tmpfs pages are charged to the cgroup too, hence the disk allowance
-        memory = (limits.memory_mb + limits.disk_mb + 64) << 20
+        memory = (limits.memory_mb + limits.disk_mb + limits.checkpoint_memory_mb + 64) << 20
         return cgroups.SessionCgroup.create(
             f"{self._prefix}-{name}", memory_bytes=memory, pids_max=limits.max_processes + 1
         )
@@ -215,9 +221,13 @@ class Template:
         if msg.get("op") != "hello":
             raise ProtocolError(f"unexpected first message from worker: {msg.get('op')!r}")
         report: dict[str, Any] = msg["confinement"]
+        kids = children(worker.init)
+        if len(kids) != 1:
+            raise SandboxError(f"the sandbox's init has {len(kids)} children, not its worker")
+        worker.adopt(kids[0])
         if worker.cgroup is not None and worker.pid not in worker.cgroup.pids():
             raise IsolationUnavailable(f"the worker did not join its cgroup {worker.cgroup.name}")
-        problems = _host_view_problems(worker.pid) + [
+        problems = host_view_problems(worker.pid) + [
             what
             for what, bad in (
                 ("capabilities remain", report.get("cap_effective") or report.get("cap_bounding")),
@@ -266,7 +276,7 @@ def _of_a_dead_runtime(cgroup_name: str) -> bool:
     return match is not None and not os.path.exists(f"/proc/{match.group(1)}")
 
 
-def _host_view_problems(pid: int) -> list[str]:
+def host_view_problems(pid: int) -> list[str]:
     """Check from the host, not trusting the worker: new namespaces and an unprivileged uid."""
     problems = []
     for ns in NAMESPACE_NAMES:

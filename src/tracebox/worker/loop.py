@@ -19,13 +19,16 @@ import os
 import pickle
 import signal
 import socket
+import struct
 import sys
+import threading
 import time
 import zlib
 from types import FrameType
 from typing import Any, NoReturn
 
-from tracebox.worker import protocol, tools
+from tracebox.sandbox import _linux as L
+from tracebox.worker import protocol, snapshot, tools
 from tracebox.worker.cell import CellRunner, bounded_repr, describe
 
 
@@ -86,19 +89,53 @@ def _flush() -> None:
             stream.flush()
 
 
-def _kill_strays() -> None:
-    """Kill every other process of this namespace (we are its PID 1) and reap them all.
+def _kill_strays(keep: frozenset[int]) -> None:
+    """Kill every process this request left behind, except the snapshots in ``keep``.
 
-    Orphans are re-parented to us, so once ``waitpid`` finds no child, nobody is left; killing
-    again before each wait catches processes forked while the previous round was delivered.
+    The worker is a child subreaper, so everything its code started is its descendant and
+    ends up its child: once ``waitpid`` finds no child, nobody is left. With snapshots to
+    spare, ``kill(-1)`` cannot be used; the namespace is listed in /proc instead (if even
+    that fails, say for want of descriptors, the host kills what is left by cgroup).
     """
+    if not keep:
+        while True:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)  # everyone we may signal but init
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                return
+    spared = keep | {1, os.getpid()}
+    deadline = time.monotonic() + 2.0
     while True:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(-1, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            for pid in _live_pids(spared):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         try:
-            os.waitpid(-1, 0)
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
         except ChildProcessError:
             return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
+def _live_pids(spared: frozenset[int] | set[int]) -> list[int]:
+    """Processes of this namespace that are not ``spared`` and not zombies."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in spared:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rpartition(b")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in (b"Z", b"X"):
+            found.append(int(name))
+    return found
 
 
 def _warm() -> dict[str, Any]:
@@ -111,6 +148,8 @@ def _warm() -> dict[str, Any]:
 class Worker:
     def __init__(self, channel: socket.socket) -> None:
         self.channel = channel
+        self.pid = os.getpid()
+        _become_subreaper()
         self.runner = CellRunner()
         self.interrupts = _Interrupts()
 
@@ -131,8 +170,10 @@ class Worker:
                 }
         except MemoryError as exc:
             reply = {"status": "memory", "error": describe(exc)}
+        if os.getpid() != self.pid:  # a fork made by user code, back in our code: end it
+            os._exit(1)
         _flush()
-        _kill_strays()
+        _kill_strays(frozenset(int(p) for p in msg.get("keep", ())))
         reply["worker_cpu"] = time.process_time() - start
         return reply
 
@@ -234,6 +275,33 @@ class Worker:
         budget = int(msg["max_bytes"]) - len(value)
         return reply, value + self._take_trace(reply, budget)  # the trace, if any, comes last
 
+    def checkpoint(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """Fork a snapshot of this worker (``worker.snapshot``); None in a restored worker,
+        which then announces itself instead of answering the checkpoint request."""
+        threads = threading.active_count()
+        if threads > 1:
+            return {
+                "status": "refused",
+                "detail": f"{threads} threads are running; a checkpoint is a fork, which keeps "
+                "only the calling thread, so it would not be faithful",
+            }
+        r, w = os.pipe()
+        try:
+            restored = snapshot.take(w, self.channel)
+        except Exception as exc:  # no memory or no process left for the fork
+            os.close(r)
+            os.close(w)
+            return {"status": "error", "error": describe(exc)}
+        if restored:
+            os.close(r)
+            return None
+        os.close(w)
+        raw = os.read(r, 4)
+        os.close(r)
+        if len(raw) != 4:
+            return {"status": "error", "detail": "the snapshot died before it was ready"}
+        return {"status": "ok", "snapshot": struct.unpack("<i", raw)[0]}
+
     def serve(self) -> NoReturn:
         while True:
             try:
@@ -252,10 +320,20 @@ class Worker:
                 reply, out_blob = self.call(msg, blob)
             elif op == "ping":
                 reply = self._guarded(msg, _warm)
+            elif op == "checkpoint":
+                made = self.checkpoint(msg)
+                if made is None:  # we are a restored worker: say so, and serve
+                    self.pid = os.getpid()
+                    _become_subreaper()
+                    protocol.send(self.channel, {"op": "ready"})
+                    continue
+                reply = made
             elif op == "tool_reply":  # the answer to a tool call an interrupt abandoned
                 continue
             else:
                 os._exit(0)
+            if os.getpid() != self.pid:  # a fork of user code that returned into our loop
+                os._exit(1)
             head = {"op": "reply", "seq": msg.get("seq")}
             try:
                 protocol.send(self.channel, {**reply, **head}, out_blob)
@@ -265,6 +343,11 @@ class Worker:
                 )
             except OSError:
                 os._exit(0)
+
+
+def _become_subreaper() -> None:
+    """Orphans of the code we run come back to us, not to init: see ``_kill_strays``."""
+    L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
 
 
 def serve(channel: socket.socket) -> NoReturn:

@@ -116,14 +116,47 @@ def _become_worker(limits: SpawnLimits, fds: list[int]) -> NoReturn:
     loop.serve(channel)
 
 
-def _spawn(host_uid: int, limits: SpawnLimits, fds: list[int]) -> int:
-    """Start one worker; returns its pid (as the host sees it).
+def _become_init(limits: SpawnLimits, fds: list[int]) -> NoReturn:
+    """PID 1 of the sandbox: start the worker, then reap every process that ends here and
+    tell the host how it ended (8 bytes: pid in the sandbox, wait status).
 
-    ``fds`` are the worker's channel, stdout and stderr, then the ``cgroup.procs`` files of its
-    cgroups: it joins them before creating its namespaces, so its cgroup namespace is rooted
-    at its own cgroup and everything it allocates is charged there.
+    Init runs no user code and keeps the host uid it was forked with (unmapped in the
+    sandbox, so shown as nobody): code in the sandbox can neither signal nor trace it, and
+    checkpoints, children of init, outlive the worker.
     """
-    worker_fds, join_fds = fds[:3], fds[3:]
+    ctrl, out, err, exits = fds
+    try:
+        L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.fork() == 0:
+            os.close(exits)
+            _become_worker(limits, [ctrl, out, err])
+        for fd in (ctrl, out, err):
+            os.close(fd)
+        os.set_blocking(exits, False)  # a host that does not read loses records, not init
+        L.drop_all_capabilities()
+        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+    except BaseException:
+        os._exit(71)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)  # nobody left: the sandbox ends
+        except InterruptedError:
+            continue
+        with contextlib.suppress(OSError):
+            os.write(exits, struct.pack("<ii", pid, status))
+
+
+def _spawn(host_uid: int, limits: SpawnLimits, fds: list[int]) -> int:
+    """Start one sandbox; returns the pid of its init (as the host sees it).
+
+    ``fds`` are the worker's channel, stdout and stderr, init's exit-report pipe, then the
+    ``cgroup.procs`` files of its cgroups: it joins them before creating its namespaces, so
+    its cgroup namespace is rooted at its own cgroup and everything it allocates is charged
+    there.
+    """
+    worker_fds, join_fds = fds[:4], fds[4:]
     up_r, up_w = os.pipe()  # A -> template
     down_r, down_w = os.pipe()  # template -> A, then B
     pid_a = os.fork()
@@ -143,7 +176,7 @@ def _spawn(host_uid: int, limits: SpawnLimits, fds: list[int]) -> int:
                     os.close(up_w)
                     if os.read(down_r, 1) == b"g":  # A is gone: PDEATHSIG now binds to us
                         os.close(down_r)
-                        _become_worker(limits, worker_fds)
+                        _become_init(limits, worker_fds)
                     os._exit(1)
                 os.write(up_w, struct.pack("<i", pid_b))
                 code = 0
@@ -206,8 +239,8 @@ def serve(sock: socket.socket) -> NoReturn:
                 os._exit(0)
             msg = json.loads(data)
             try:
-                if len(fds) < 3:
-                    raise ValueError(f"spawn needs at least 3 descriptors, got {len(fds)}")
+                if len(fds) < 4:
+                    raise ValueError(f"spawn needs at least 4 descriptors, got {len(fds)}")
                 uid, limits = int(msg["uid"]), SpawnLimits(**msg["limits"])
             except Exception as exc:
                 for fd in fds:
