@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from common import machine_facts, wait_idle
-
 from tracebox import Limits, Runtime
 
 BUILD = """\

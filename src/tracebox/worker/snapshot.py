@@ -1,14 +1,15 @@
 """Checkpoints inside the sandbox: a paused forked copy of the worker, files included.
 
 ``take()`` forks the worker as a sibling (CLONE_PARENT), so the snapshot is a child of the
-sandbox's init (PID 1) and outlives the worker. The snapshot holds, besides the
-copy-on-write heap, the session's files (everything on the private tmpfs: the working
-directory and /tmp) and the offsets of its open file descriptors, read before the fork. It then waits for SIGUSR1; only a signal
-from outside the sandbox counts (``si_pid`` 0: the host), so code in the session cannot
-make a snapshot restore itself. On that signal it forks again (as a sibling, for the same
-reason);
-the new process puts the files and offsets back and carries on as the worker, returning
-from ``take()`` with ``restored=True``.
+sandbox's init (PID 1) and outlives the worker. Besides the copy-on-write heap, the
+snapshot holds the session's files (everything on the private tmpfs: the working directory
+and /tmp) and the offsets of its open file descriptors, read before the fork.
+
+The snapshot then waits for SIGUSR1. Only a signal from outside the sandbox counts
+(``si_pid`` 0: the host), so code in the session cannot make a snapshot restore itself. On
+that signal it forks a sibling again; the new process announces itself to the host, waits
+for the host to retire the worker it replaces, puts the files and offsets back and carries
+on as the worker, returning from ``take()`` with ``restored=True``.
 
 Code in the session can still kill its own snapshots (they run as the same user); the host
 notices a lost checkpoint and says so.
