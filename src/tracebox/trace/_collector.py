@@ -7,12 +7,14 @@ the same steps whichever backend recorded it; backends only translate their even
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 import types
 from typing import Any
 
 from tracebox.trace._codeinfo import CodeInfo
 from tracebox.trace._locals import FrameState, LocalsDiffer
+from tracebox.trace._units import Units
 from tracebox.trace.model import Counts, FrameInfo, Row, Truncation, TruncationReason, Value
 from tracebox.trace.render import Renderer
 from tracebox.trace.settings import Settings
@@ -37,6 +39,9 @@ class Counter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.lines = self.calls = self.returns = self.exceptions = 0
+        # Exact counts of count_instructions (None: not counted), filled in when it stops.
+        self.bytecodes: int | None = None
+        self.blocks: int | None = None
         self.truncation: Truncation | None = None
         self.recording = True
         self.stop_pending = False  # on_budget="stop": raise at the next line or call event
@@ -46,7 +51,10 @@ class Counter:
         return self.lines + self.calls + self.returns + self.exceptions
 
     def counts(self) -> Counts:
-        return Counts(self.lines, self.calls, self.returns, self.exceptions)
+        return Counts(
+            self.lines, self.calls, self.returns, self.exceptions,
+            blocks=self.blocks, bytecodes=self.bytecodes,
+        )  # fmt: skip
 
     def at_recursion_limit(self, kept: int) -> None:
         """The program hit the recursion limit: the interpreter may fail to call the tracer
@@ -103,6 +111,7 @@ class Collector(Counter):
         self.differ = LocalsDiffer(renderer, settings.max_items)
         self.rows: list[Row] = []
         self.frames: list[FrameInfo] = []
+        self.codes: list[types.CodeType] = []  # each frame's code, for counts by unit
         self.depth = 0
         self._bytes = 0
         self._max_rows = settings.max_steps
@@ -112,6 +121,9 @@ class Collector(Counter):
         self._pending: list[Any] = []
         self._held: list[Any] = []
         self._lib: set[int] = set()  # id() of library frames called from user code, running
+        # Statements and blocks past a cut: the rows stop, these counts go on (slow path).
+        self.units: Units | None = None
+        self._cut_row: Row | None = None  # the step a budget did not keep: counted on
 
     # -- events ---------------------------------------------------------------------------
     def kept(self) -> int:
@@ -122,6 +134,8 @@ class Collector(Counter):
         depth = self.depth
         self.depth += 1
         if not self.recording:
+            if self.units is not None:
+                self.units.enter(frame, info.code, fresh)
             return
         st = None if fresh else self._live.get(id(frame))
         if st is None:
@@ -137,7 +151,10 @@ class Collector(Counter):
     def line(self, frame: types.FrameType, info: CodeInfo, line: int) -> None:
         st = self._live.get(id(frame))
         if st is None:
-            self.lines += not self.recording
+            if not self.recording:
+                self.lines += 1
+                if self.units is not None:
+                    self.units.line(frame, line)
             return
         self.lines += 1
         hits = info.hits
@@ -159,7 +176,10 @@ class Collector(Counter):
     def exception(self, frame: types.FrameType, info: CodeInfo, exc: BaseException) -> None:
         st = self._live.get(id(frame))
         if st is None:
-            self.exceptions += not self.recording
+            if not self.recording:
+                self.exceptions += 1
+                if self.units is not None:
+                    self.units.exception(frame, exc)
             return
         self.exceptions += 1
         st.raised = True
@@ -177,13 +197,15 @@ class Collector(Counter):
             if not self.recording:
                 self.returns += 1
                 self.depth -= 1
+                if self.units is not None:
+                    self.units.leave(frame, kind)
             return
         self.returns += 1
         self.depth -= 1
         changed, deleted = self._diff(st, frame, info)
         v = None if kind == 2 else self._transient_value(value)
         self._add(("return", st.fid, st.depth, frame.f_lineno, 0, changed, deleted, v, None))
-        if kind != 1:
+        if kind != 1 and self.recording:  # a cut at this step has let go of every frame
             self.differ.forget(self._live.pop(id(frame)))
 
     def lib_enter(self, frame: types.FrameType, info: CodeInfo) -> None:
@@ -221,12 +243,30 @@ class Collector(Counter):
         st = self._live.get(id(frame))
         return st is not None and st.raised
 
+    def truncate(self, reason: TruncationReason, limit: int, kept: int, dropped: str) -> None:
+        if self.truncation is None:
+            self._follow_units()
+        super().truncate(reason, limit, kept, dropped)
+
+    def _follow_units(self) -> None:
+        """The rows end: count statements and blocks of the rows, then go on from the
+        frames still running. Without this the counts would be None (see ``Counts``)."""
+        try:
+            units = Units()
+            cut = () if self._cut_row is None else (self._cut_row,)
+            units.rows(itertools.chain(self.rows, cut), self.frames, self.codes)
+            units.follow({key: st.fid for key, st in self._live.items() if not st.library})
+        except Exception:  # out of memory, say: the counts are then unknown
+            return
+        self.units = units
+
     # -- internals ------------------------------------------------------------------------
     def _new_frame(
         self, frame: types.FrameType, info: CodeInfo, library: bool, depth: int
     ) -> FrameState:
         fid = len(self.frames)
         self.frames.append(info.frame)
+        self.codes.append(info.code)
         st = self._live[id(frame)] = FrameState(fid, depth, library)
         return st
 
@@ -251,8 +291,10 @@ class Collector(Counter):
         if row[7] is not None:
             size += _size(row[7][0])
         if len(self.rows) >= self._max_rows:
+            self._cut_row = row
             self.truncate("max_steps", self._max_rows, len(self.rows), _DROPPED)
         elif self._bytes + size > self.settings.max_bytes:
+            self._cut_row = row
             self.truncate("max_bytes", self.settings.max_bytes, len(self.rows), _DROPPED)
         else:
             self._bytes += size

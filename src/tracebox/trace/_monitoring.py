@@ -63,11 +63,17 @@ class MonitoringBackend:
         self._enabled: list[CodeInfo] = []
         self._registered: list[int] = []
         self._finish: Any = None  # steps mode: copies the closure's counts into the sink
+        self._ops: Any = None  # count_instructions: the instruction counter
 
     def start(self) -> None:
         self._tool = _claim_tool()
         self.tid = _ident()
         M.restart_events()  # forget DISABLEs of earlier recordings with this tool id
+        if self.settings.count_instructions:
+            from tracebox.trace._instructions import MonitoringCounter
+
+            self._ops = MonitoringCounter(self.sink, self.codes, self.tid)
+            self._ops.start(restart=False)
         events = GLOBAL
         if self._coverage is not None:
             callbacks, events = lean.coverage_callbacks(self, self._coverage), E.PY_START
@@ -103,6 +109,8 @@ class MonitoringBackend:
         for event in self._registered:
             M.register_callback(tool, event, None)
         M.free_tool_id(tool)
+        if self._ops is not None:
+            self._ops.stop()
         if self._finish is not None:
             self._finish()
 

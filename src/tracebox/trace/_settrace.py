@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dis
 import sys
+import threading
 import types
 from collections.abc import Callable
 from typing import Any, cast
@@ -23,6 +24,7 @@ __all__ = ["SettraceBackend"]
 
 _RETURN_OPS = frozenset(dis.opmap[n] for n in ("RETURN_VALUE", "RETURN_CONST") if n in dis.opmap)
 Tracer = Any  # the settrace callback type (typeshed's is private)
+_ident = threading.get_ident
 
 
 class SettraceBackend:
@@ -39,6 +41,7 @@ class SettraceBackend:
         self._active = False
         self._global: Tracer = None
         self._finish: Callable[[], None] | None = None
+        self._ops: Callable[[], None] | None = None  # count_instructions: stops the counting
 
     def start(self) -> None:
         self._previous = sys.gettrace()
@@ -49,6 +52,8 @@ class SettraceBackend:
             self._global, self._finish = self._counting()
         else:
             self._global = self._call
+        if self._settings.count_instructions:
+            self._count_instructions()
         sys.settrace(self._global)
 
     def stop(self) -> None:
@@ -56,6 +61,8 @@ class SettraceBackend:
             self._active = False
             if self._finish is not None:
                 self._finish()
+            if self._ops is not None:
+                self._ops()
             if sys.gettrace() != self._global and self._sink.truncation is None:
                 # The interpreter drops a trace function that raised (or that it failed to
                 # call, at the recursion limit): say so rather than end the trace silently.
@@ -63,6 +70,18 @@ class SettraceBackend:
                 kept = self._sink.total if rows is None else len(rows)
                 self._sink.truncate("internal_error", 0, kept, _LOST)
             sys.settrace(self._previous)
+
+    def _count_instructions(self) -> None:
+        from tracebox.trace import _instructions
+
+        if sys.version_info >= (3, 12):  # opcode events are unreliable there: monitoring
+            counter = _instructions.MonitoringCounter(self._sink, self._codes, _ident())
+            counter.start(restart=True)
+            self._ops = counter.stop
+        else:
+            self._global, self._ops = _instructions.settrace_counter(
+                self._global, self._sink, self._codes
+            )
 
     # -- full and steps modes -------------------------------------------------------------
     def _call(self, frame: types.FrameType, event: str, arg: Any) -> Tracer:

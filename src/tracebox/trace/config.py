@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tracebox.trace.settings import Mode, OnBudget, Settings
+from tracebox.trace.settings import _COVERAGE_COUNTS, Mode, OnBudget, Settings
 
 __all__ = ["TraceConfig"]
 
@@ -45,6 +45,17 @@ class TraceConfig(BaseModel):
     trace_libraries: bool = Field(False, strict=True)
     """Record inside library code too. By default a call from user code into a library is
     one ``call`` step and one ``return`` step, with nothing recorded inside it."""
+    count_instructions: bool = Field(False, strict=True)
+    """Count executed bytecode instructions and basic-block entries of user code exactly
+    (``Counts.bytecodes``, ``Counts.blocks``), in steps and full modes. It costs a Python
+    callback per instruction (``sys.monitoring`` INSTRUCTION events on 3.12+, settrace
+    opcode events on 3.11): expect user code to run several times slower than without."""
+
+    @model_validator(mode="after")
+    def _counts_need_counting_mode(self) -> TraceConfig:
+        if self.count_instructions and self.mode == "coverage":
+            raise ValueError(_COVERAGE_COUNTS)
+        return self
 
     def to_wire(self) -> dict[str, Any]:
         """A JSON-able dict; ``Settings.from_wire`` rebuilds it without pydantic."""

@@ -111,7 +111,13 @@ class Step:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Counts:
-    """Events counted, by unit. None: the unit is not measured in this mode (see ``Trace``)."""
+    """Events counted, by unit. None: the unit is not measured in this mode (see ``Trace``).
+
+    Every count covers the whole run, also past a truncation: ``statements`` and ``blocks``
+    of a full trace are derived from its steps, and past the cut from the events that go
+    on being counted (None if the recorder could not go on: it ran out of memory). Only
+    user code is counted (library calls are events, not statements or blocks).
+    """
 
     line_events: int | None = None
     calls: int | None = None
@@ -121,8 +127,34 @@ class Counts:
     exceptions: int | None = None
     """Exception events: one per frame an exception is raised in or passes through."""
     statements: int | None = None
+    """Statements started (full mode). A line step of a function, class or module body
+    starts the AST statements that begin on its line (two for ``a = 1; b = 2``), unless it
+    goes on inside one of them: back at the first line of a statement from its own lines
+    (a call written over several lines, a ``with`` closing) is not a new start, while a
+    loop header starts again at each test (every iteration, and the test that ends the
+    loop). Not counted: a statement on the same line as a condition above it (``if x: y =
+    1``, ``for ...: body``, ``except E: h()``, ``case p: ...``), since line steps cannot
+    tell whether it ran (a ``try:`` or ``with`` body on its header's line is counted);
+    statements without bytecode of their own, which no line step shows (``global``, a
+    function's docstring, a bare annotation in a function). A line whose first statement
+    raises still counts the others. Lambdas and comprehensions hold no statements. None
+    also when some user code has no source to parse: code compiled without putting its
+    source in ``linecache`` (``record(source)`` and cells put it there)."""
     blocks: int | None = None
+    """Basic blocks entered (``tracebox.trace.cfg``): a block is entered when its first
+    instruction runs, and a frame's entry block when the frame starts (a resumed generator
+    goes on in its block). With ``count_instructions`` (steps and full modes) the count is
+    exact. Otherwise, in full mode, it is derived from the steps: each frame follows the
+    cheapest instruction path that agrees with its line, exception and return steps
+    (``cfg.Walk``). That is exact except where a line branches within itself without a
+    line step to tell which way it went (``x and y``, a comprehension's ``if``, two loops
+    on one line): then the path entering the fewest blocks is taken, so the count is low."""
     bytecodes: int | None = None
+    """Bytecode instructions run in user code, with ``count_instructions``: what the
+    interpreter reports to tracers (``sys.monitoring`` INSTRUCTION events on 3.12+, settrace
+    opcode events on 3.11). A frame's prologue and ``RESUME`` are not reported; 3.11
+    reports an ``EXTENDED_ARG`` and its instruction as one. Compare counts made by the same
+    Python ``major.minor``."""
 
     @property
     def steps(self) -> int | None:
@@ -203,9 +235,11 @@ class Trace:
     - ``coverage``: ``coverage`` only. On 3.12+ arcs come from branch and jump events, so
       they miss exception edges and the few jumps CPython does not instrument (leaving an
       ``except`` block); a full trace's coverage has them.
-    - ``full``: ``steps``, ``counts`` as in steps mode, and ``coverage`` from the steps.
+    - ``full``: ``steps``, ``counts`` as in steps mode plus statements and blocks derived
+      from the steps, and ``coverage`` from the steps.
 
-    statements, blocks and bytecodes are not measured yet (None).
+    ``count_instructions=True`` adds exact ``counts.bytecodes`` and ``counts.blocks`` in
+    steps and full modes. ``Counts`` defines each unit.
 
     Steps are what ``sys.settrace`` reports for user code, on either backend. They differ
     across Python versions: up to 3.11 a list, set or dict comprehension runs in its own

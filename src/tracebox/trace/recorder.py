@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from tracebox.trace import coverage as _coverage
 from tracebox.trace._codeinfo import CodeTable
 from tracebox.trace._collector import Collector, Counter
-from tracebox.trace.model import Trace, Value
+from tracebox.trace._units import count_units
+from tracebox.trace.model import Counts, Row, Trace, Value
 from tracebox.trace.render import Renderer, type_name
 from tracebox.trace.settings import Settings
 
@@ -168,14 +169,31 @@ class Recorder:
             rows = tuple(sink.rows)
             files = [f.file for f in sink.frames]
             user_rows = (r for r in rows if not sink.frames[r[1]].library)
+            sources = _sources(f.file for f in sink.frames if not f.library)
             return Trace(
-                mode, self.backend, python, tuple(sink.frames), rows, sink.counts(),
-                sink.truncation, _coverage.from_rows(user_rows, files),
-                sources=_sources(f.file for f in sink.frames if not f.library),
+                mode, self.backend, python, tuple(sink.frames), rows,
+                self._full_counts(sink, rows, sources), sink.truncation,
+                _coverage.from_rows(user_rows, files), sources=sources,
             )  # fmt: skip
         if self._cov is not None:
             return Trace(mode, self.backend, python, coverage=self._cov.result())
         return Trace(mode, self.backend, python, counts=sink.counts(), truncation=sink.truncation)
+
+    def _full_counts(
+        self, sink: Collector, rows: tuple[Row, ...], sources: dict[str, str]
+    ) -> Counts:
+        """Full mode adds statements and blocks, from the steps (see ``Counts``); past a
+        cut the collector counted them on. Exact block counts (count_instructions) stand."""
+        counts = sink.counts()
+        if sink.units is not None:
+            statements, blocks = sink.units.totals()
+        elif sink.truncation is not None:
+            return counts  # the collector could not count on past the cut: unknown
+        else:
+            statements, blocks = count_units(rows, sink.frames, sink.codes, sources)
+        if counts.blocks is not None:
+            blocks = counts.blocks
+        return dataclasses.replace(counts, statements=statements, blocks=blocks)
 
 
 def _sources(files: Iterable[str]) -> dict[str, str]:

@@ -17,6 +17,7 @@ __all__ = ["Mode", "OnBudget", "Settings"]
 Mode = Literal["steps", "coverage", "full"]
 OnBudget = Literal["continue", "stop"]
 
+_COVERAGE_COUNTS = "count_instructions needs mode 'steps' or 'full' (coverage has no counts)"
 # tracebox's own code is never user code, even with trace_libraries=True.
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -35,6 +36,7 @@ class Settings:
     include: tuple[str, ...] = ("<cell-*",)
     files: tuple[str, ...] = ()
     trace_libraries: bool = False
+    count_instructions: bool = False
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Settings:
@@ -59,6 +61,8 @@ class Settings:
             raise ValueError("trace budgets and bounds must be positive")
         if settings.max_repr_chars < 16 or settings.max_repr_depth < 1:
             raise ValueError("max_repr_chars must be >= 16 and max_repr_depth >= 1")
+        if settings.count_instructions and settings.mode == "coverage":
+            raise ValueError(_COVERAGE_COUNTS)
         return settings
 
     def is_user_file(self, filename: str) -> bool:
