@@ -10,8 +10,10 @@ input with the schema in ``tracebox.trace.wire`` (host side).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
@@ -296,7 +298,7 @@ class Trace:
 
     def source_line(self, file: str, line: int) -> str:
         """The text of ``line`` of ``file`` (without its newline), or "" when unknown."""
-        lines = self.sources.get(file, "").splitlines()
+        lines = _source_lines(self.sources.get(file, ""))
         return lines[line - 1] if 0 < line <= len(lines) else ""
 
     def cursor(self) -> Cursor:
@@ -370,6 +372,13 @@ class Trace:
         from tracebox.trace.wire import load_json
 
         return load_json(raw)
+
+
+@functools.lru_cache(maxsize=16)
+def _source_lines(text: str) -> tuple[str, ...]:
+    """Lines as the compiler numbers them: only \\n, \\r\\n and \\r end one (not form
+    feeds, as ``str.splitlines`` would have it). Cached: exporters ask line by line."""
+    return tuple(re.split(r"\r\n|\r|\n", text))
 
 
 def _value_to_wire(v: Value) -> list[Any]:
