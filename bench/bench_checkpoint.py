@@ -84,7 +84,7 @@ def _ms(xs: list[float]) -> dict[str, float]:
 
 def measure(rt: Runtime, mb: int, reps: int) -> dict[str, object]:
     limits = Limits(
-        memory_mb=max(512, 3 * mb + 256),
+        memory_mb=max(512, 5 * mb + 512),
         checkpoint_memory_mb=max(512, 2 * mb),
         cpu_seconds=600,
         wall_seconds=1200,
@@ -136,11 +136,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,100,1000")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="10 and 100 MB, 3 reps")
+    ap.add_argument("--huge-pages", action="store_true", help="Runtime(huge_pages=True)")
     args = ap.parse_args()
     sizes = [10, 100] if args.quick else [int(x) for x in args.sizes.split(",")]
     reps = 3 if args.quick else args.reps
     rows = []
-    with Runtime(pool_size=0) as rt:
+    with Runtime(pool_size=0, huge_pages=args.huge_pages) as rt:
         for mb in sizes:
             rows.append(measure(rt, mb, reps))
             print(json.dumps(rows[-1]), flush=True)

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracebox import __version__
-from tracebox.cli import demo, repl, trace
+from tracebox.cli import demo, journal, repl, trace
 from tracebox.cli._common import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
@@ -159,7 +159,15 @@ def doctor(json_output: JsonOption = False) -> None:
 
 # -- the commands, in the order --help lists them --------------------------------------------
 
-for _command in (run, trace.trace, repl.repl, doctor, demo.demo):
+for _command in (
+    run,
+    trace.trace,
+    journal.journal,
+    journal.replay,
+    repl.repl,
+    doctor,
+    demo.demo,
+):
     app.command()(_command)
 
 

@@ -42,6 +42,15 @@ class Runtime:
     ``limits`` are the defaults for new sessions; sessions with these spawn limits come from a
     warm pool of ``pool_size`` pre-started workers, others are started on demand. Sessions run
     on the host's own interpreter (``sys.executable``) and see its installed packages.
+
+    ``journal``: a path (SQLite, created if needed) or a journal object; every operation of
+    every session is appended to it before it is acknowledged.
+
+    ``huge_pages``: sessions allocate Python objects with malloc (``PYTHONMALLOC=malloc``)
+    and malloc uses transparent huge pages (``glibc.malloc.hugetlb=1``). A checkpoint,
+    restore or fork copies page tables, so with 2 MB pages they get several times faster
+    for large sessions (see bench/README.md); allocation-heavy code runs slower (pymalloc
+    is faster for small objects) and small sessions use a little more memory.
     """
 
     def __init__(
@@ -50,11 +59,12 @@ class Runtime:
         limits: Limits | None = None,
         pool_size: int = 2,
         journal: str | os.PathLike[str] | JournalSink | None = None,
+        huge_pages: bool = False,
     ) -> None:
         self.limits = limits or Limits()
         self._owns_journal = isinstance(journal, str | os.PathLike)
         self.journal = _open_journal(journal)
-        self._template = Template()
+        self._template = Template(huge_pages=huge_pages)
         self._pool = WarmPool(self._template, _spawn_limits(self.limits), pool_size)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()

@@ -9,6 +9,7 @@ import secrets
 import select
 import selectors
 import signal
+import socket
 import threading
 import time
 import zlib
@@ -466,7 +467,8 @@ class Session:
         other = fam.active
         if other is not None and other is not self and other._state is not SessionState.DEAD:
             other._parked = self._snapshot(owner=other)
-        if self._state is SessionState.DEAD or not w.alive():
+        idle = self._state is not SessionState.DEAD and w.alive() and not w.frozen
+        if not idle:
             for fd in (w.channel.fileno(), w.stdout, w.stderr):
                 _discard(fd)  # half-written replies and output of the dead worker
         checkpoint._signal(signal.SIGUSR1)
@@ -478,27 +480,40 @@ class Session:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(old, signal.SIGKILL)
             w.resume()  # a frozen worker dies only once thawed
-            select.select([old], [], [], _EXIT_WAIT)
+            if not idle:  # it may be mid-write: wait until it can write no more
+                select.select([old], [], [], _EXIT_WAIT)
+            # an idle worker, blocked reading, never runs again once killed: no need to wait
+            # while the kernel frees its memory
         finally:
             os.close(old)
         w.settle()  # strays of the retired worker
         for fd in (w.stdout, w.stderr):
             _discard(fd)
-        ch = w.channel
-        ch.settimeout(_RESTORE_WAIT)
-        try:
-            send(ch, {"op": "go"})
-            msg, _ = recv_blocking(ch)
-        except (OSError, EOFError, ValueError) as exc:
-            msg = {"error": repr(exc)}
-        finally:
-            ch.setblocking(False)
+        msg = self._go(w.channel)
         if msg.get("op") != "ready":
             self._state = SessionState.DEAD
             self._bury()
             raise CheckpointError(f"the restored worker failed to start: {msg!r}")
         fam.active = self
         self._state = SessionState.RUNNING
+
+    @staticmethod
+    def _go(ch: socket.socket) -> dict[str, Any]:
+        """Tell the restored worker to take over; its answer. Sent again once if the answer
+        is slow: the killed worker, woken at the wrong moment, may have read the first."""
+        try:
+            for wait in (1.0, _RESTORE_WAIT):
+                send(ch, {"op": "go"})
+                ready, _, _ = select.select([ch], [], [], wait)
+                if ready:
+                    ch.settimeout(_RESTORE_WAIT)
+                    msg, _ = recv_blocking(ch)
+                    return msg
+            return {"error": "no answer"}
+        except (OSError, EOFError, ValueError) as exc:
+            return {"error": repr(exc)}
+        finally:
+            ch.setblocking(False)
 
     def _announced(self, checkpoint: Checkpoint) -> int:
         """The host pid of the worker ``checkpoint`` just forked, checked from the host."""

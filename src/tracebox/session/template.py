@@ -34,7 +34,7 @@ _UID_RANGE = (1 << 20, 1 << 30)  # host uids for workers: far from any real acco
 class Template:
     """Starts confined workers by asking a pre-warmed fork server."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, huge_pages: bool = False) -> None:
         if os.geteuid() != 0:
             raise IsolationUnavailable(
                 "tracebox needs root on the host to set up namespaces, uid maps and cgroups"
@@ -57,6 +57,8 @@ class Template:
             "PYTHONPATH": rootfs.PACKAGE_ROOT,
             "PYTHONDONTWRITEBYTECODE": "1",
         }
+        if huge_pages:  # see Runtime: Python's heap in malloc, malloc's heap in huge pages
+            env |= {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
         self._proc = subprocess.Popen(
             [sys.executable, "-s", "-m", "tracebox.worker.zygote", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],

@@ -328,7 +328,7 @@ class Worker:
                     protocol.send(self.channel, {"op": "ready"})
                     continue
                 reply = made
-            elif op == "tool_reply":  # the answer to a tool call an interrupt abandoned
+            elif op in ("tool_reply", "go"):  # a late tool answer; a restore's repeated go-ahead
                 continue
             else:
                 os._exit(0)
