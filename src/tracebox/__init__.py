@@ -29,6 +29,7 @@ from tracebox.errors import (
 )
 
 if TYPE_CHECKING:
+    from tracebox.journal.errors import JournalError
     from tracebox.session.checkpoint import Checkpoint
     from tracebox.session.runtime import AsyncRuntime, AsyncSession, Runtime
     from tracebox.session.session import Session
@@ -42,6 +43,7 @@ _LAZY = {
     "AsyncSession": "tracebox.session.runtime",
     "Runtime": "tracebox.session.runtime",
     "Session": "tracebox.session.session",
+    "JournalError": "tracebox.journal.errors",
     "Checkpoint": "tracebox.session.checkpoint",
     "TraceConfig": "tracebox.trace.config",
     "CallResult": "tracebox.types",
@@ -65,6 +67,7 @@ __all__ = [
     "CheckpointRefused",
     "ErrorInfo",
     "IsolationUnavailable",
+    "JournalError",
     "Limits",
     "NameNotFound",
     "ProtocolError",

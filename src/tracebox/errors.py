@@ -20,6 +20,7 @@ Exceptions raised by *user code* are never raised at the caller: they are data i
     │   ├── ValueTooLarge             the pickled value exceeds Limits.max_transfer_bytes
     │   └── NameNotFound (KeyError)   get() of a name the session does not define
     ├── RuntimeClosed                 the Runtime was closed
+    ├── JournalError                  the journal cannot be opened or written (tracebox.journal)
     ├── EndOfTrace (IndexError)       a trace cursor moved past either end of its trace
     └── LocalNotBound (KeyError)      a trace cursor was asked for a local not bound there
 
