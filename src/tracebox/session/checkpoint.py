@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tracebox.errors import CheckpointLost
+from tracebox.session.channel import Channel
 
 if TYPE_CHECKING:
     from tracebox.session.process import WorkerProcess
@@ -33,6 +34,7 @@ class Family:
 
     def __init__(self, worker: WorkerProcess, first: Session | None = None) -> None:
         self.worker = worker
+        self.channel = Channel(worker)
         self.lock = threading.Lock()
         self.members: set[Session] = set()
         self.active: Session | None = first

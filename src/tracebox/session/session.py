@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import secrets
 import select
-import selectors
 import signal
 import socket
 import threading
-import time
-import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Any
 
 from tracebox.errors import (
     CheckpointError,
@@ -33,73 +26,20 @@ from tracebox.errors import (
     ValueTooLarge,
 )
 from tracebox.session import transfer
+from tracebox.session.channel import EXIT_WAIT, Exchange, Reply, discard
 from tracebox.session.checkpoint import Checkpoint, Family
 from tracebox.session.journaling import JournalSink, digest
-from tracebox.session.output import Capture, OutputCallback
+from tracebox.session.output import OutputCallback
 from tracebox.session.process import WorkerProcess
+from tracebox.session.results import journaled, result_of, trace_config, unpack_trace
 from tracebox.session.template import host_view_problems
 from tracebox.trace.config import TraceConfig
 from tracebox.trace.model import Trace
 from tracebox.trace.settings import Mode
-from tracebox.types import CallResult, ErrorInfo, Limits, RunResult, RunStatus, SessionState
-from tracebox.worker.protocol import FrameError, FrameReader, encode, recv_blocking, send
+from tracebox.types import CallResult, ErrorInfo, Limits, RunResult, SessionState
+from tracebox.worker.protocol import recv_blocking, send
 
-_READ_CHUNK = 1 << 16
-_POLL = 0.05  # how often CPU time is checked while a request runs
-_EXIT_WAIT = 2.0
 _RESTORE_WAIT = 30.0  # a restore forks the snapshot and rewrites the session's files
-
-
-class _Reply(BaseModel):
-    """What a worker may answer; anything else is a protocol violation."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    op: Literal["reply"]
-    seq: int
-    status: Literal[
-        "ok",
-        "error",
-        "timeout",
-        "memory",
-        "missing",
-        "too_large",
-        "unpicklable",
-        "refused",
-        "sandbox_error",
-    ]
-    value: str | None = None
-    error: ErrorInfo | None = None
-    interrupt: Literal["cpu", "signal"] | None = None
-    size: int | None = None
-    detail: str | None = None
-    snapshot: int | None = None  # a checkpoint's pid in the sandbox
-    trace: int | None = None  # bytes of the compressed trace in the blob
-    trace_error: str | None = None
-
-
-class _ToolCall(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    op: Literal["tool"]
-    name: str
-    seq: int
-
-
-@dataclass
-class _Exchange:
-    """Everything the host observed while one request ran."""
-
-    reply: _Reply | None = None
-    blob: bytes = b""
-    stdout: str = ""
-    stderr: str = ""
-    cpu: float = 0.0
-    wall: float = 0.0
-    peak_mb: float | None = None
-    interrupted: str | None = None  # the limit for which the host sent SIGINT
-    killed: str | None = None  # why the host killed the worker: "cpu", "wall" or "protocol"
-    death: str | None = None  # why the worker is gone, if it is
-    oom: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 class Session:
@@ -131,14 +71,6 @@ class Session:
         self._state = SessionState.READY
         self._lock = threading.Lock()
         self._on_close = on_close
-        self._seq = itertools.count(1)
-        self._sel = selectors.DefaultSelector()  # registered once: saves syscalls per request
-        self._sel.register(worker.channel, selectors.EVENT_READ)
-        for fd in (worker.stdout, worker.stderr):
-            self._sel.register(fd, selectors.EVENT_READ)
-        # the worker's exit: the channel's EOF does not show it once snapshots share it
-        self._watched = worker.pidfd
-        self._sel.register(worker.pidfd, selectors.EVENT_READ)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -165,12 +97,12 @@ class Session:
             mine = [*self._checkpoints.values(), *([self._parked] if self._parked else [])]
             if not fam.members:
                 self._worker.close()  # the snapshots die with the sandbox
+                fam.channel.close()
             for cp in mine:
                 if not cp.released and not fam.parks(cp):
                     self._worker.kept.pop(cp.ns_pid, None)
                     cp._drop()
             self._parked = None
-        self._sel.close()
         self._log("close", {})
         if self._on_close is not None:
             self._on_close(self)
@@ -239,13 +171,13 @@ class Session:
             "max_bytes": self.limits.max_transfer_bytes,
         }
         if trace is not None:
-            msg["trace"] = _trace_config(trace).to_wire()
+            msg["trace"] = trace_config(trace).to_wire()
         with self._busy():
             ex = self._exchange(msg, on_output=on_output, tools=tools)
             recorded = self._trace(ex)
             result = self._result(ex, recorded)
             self._log("run", {"code": code, "trace": msg.get("trace"), "tools": sorted(tools or ()),
-                              "result": _journaled(result)})  # fmt: skip
+                              "result": journaled(result)})  # fmt: skip
         return result
 
     def call(
@@ -276,14 +208,18 @@ class Session:
             "max_value_chars": self.limits.max_value_chars,
         }
         if trace__ is not None:
-            msg["trace"] = _trace_config(trace__).to_wire()
+            msg["trace"] = trace_config(trace__).to_wire()
         with self._busy():
             ex = self._exchange(msg, data)
             result = self._call_result(name, ex, self._trace(ex))
-            self._log("call", {"name": name, "result": _journaled(result)}, data)
+            self._log("call", {"name": name, "result": journaled(result)}, data)
         return result
 
-    def _call_result(self, name: str, ex: _Exchange, recorded: Trace | str | None) -> CallResult:
+    def _result(self, ex: Exchange, recorded: Trace | str | None = None) -> RunResult:
+        alive = self._state is not SessionState.DEAD
+        return result_of(ex, self.limits, alive=alive, recorded=recorded)
+
+    def _call_result(self, name: str, ex: Exchange, recorded: Trace | str | None) -> CallResult:
         r = ex.reply
         if r is not None and r.status == "missing":
             raise NameNotFound(f"name {name!r} is not defined in session {self.id}")
@@ -470,7 +406,7 @@ class Session:
         idle = self._state is not SessionState.DEAD and w.alive() and not w.frozen
         if not idle:
             for fd in (w.channel.fileno(), w.stdout, w.stderr):
-                _discard(fd)  # half-written replies and output of the dead worker
+                discard(fd)  # half-written replies and output of the dead worker
         checkpoint._signal(signal.SIGUSR1)
         new_pid = self._announced(checkpoint)
         old = os.dup(w.pidfd)
@@ -481,14 +417,14 @@ class Session:
                 signal.pidfd_send_signal(old, signal.SIGKILL)
             w.resume()  # a frozen worker dies only once thawed
             if not idle:  # it may be mid-write: wait until it can write no more
-                select.select([old], [], [], _EXIT_WAIT)
+                select.select([old], [], [], EXIT_WAIT)
             # an idle worker, blocked reading, never runs again once killed: no need to wait
             # while the kernel frees its memory
         finally:
             os.close(old)
         w.settle()  # strays of the retired worker
         for fd in (w.stdout, w.stderr):
-            _discard(fd)
+            discard(fd)
         msg = self._go(w.channel)
         if msg.get("op") != "ready":
             self._state = SessionState.DEAD
@@ -562,7 +498,7 @@ class Session:
             self._checkpoints.pop(checkpoint.id, None)
         self._log("release", {"checkpoint": checkpoint.id})
 
-    def _checkpoint_failure(self, ex: _Exchange) -> CheckpointError:
+    def _checkpoint_failure(self, ex: Exchange) -> CheckpointError:
         r = ex.reply
         if r is None:
             return CheckpointError(f"the checkpoint failed: {ex.death}")
@@ -593,15 +529,6 @@ class Session:
         if self._journal is not None:
             self._journal.append(self.id, kind, data, blob)
 
-    def _transfer_reply(self, ex: _Exchange, what: str) -> _Reply:
-        if ex.reply is None:
-            raise SessionDead(f"{what}: {ex.death}")
-        if ex.reply.status == "timeout":
-            raise TransferError(f"{what} was interrupted by the time limit")
-        if ex.reply.status == "memory":
-            raise TransferError(f"{what} ran out of memory in the session")
-        return ex.reply
-
     def _exchange(
         self,
         msg: dict[str, Any],
@@ -609,76 +536,24 @@ class Session:
         on_output: OutputCallback | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         settle: bool = True,
-    ) -> _Exchange:
-        """Send one request and watch it until the reply, enforcing time limits."""
-        w, lim, ex = self._worker, self.limits, _Exchange()
-        out = Capture("stdout", lim.max_output_bytes, on_output)
-        err = Capture("stderr", lim.max_output_bytes, on_output)
-        msg["cpu_seconds"] = lim.cpu_seconds
-        msg["seq"] = seq = next(self._seq)
-        if self._watched != w.pidfd:  # the worker was replaced (a restore): watch the new one
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._sel.unregister(self._watched)
-            self._sel.register(w.pidfd, selectors.EVENT_READ)
-            self._watched = w.pidfd
-        if w.kept:  # the worker's clean-up must spare the snapshots
-            msg["keep"] = sorted(w.kept)
-        w.resume()
-        w.reset_peak_memory()
-        oom0, cpu0, t0 = w.oom_kills(), w.cpu_seconds(), time.monotonic()
-        reader = FrameReader(
-            max_header=8 * lim.max_value_chars + (1 << 20), max_blob=lim.max_transfer_bytes
+    ) -> Exchange:
+        """One request to the live worker (ours: ``_busy`` made it so)."""
+        ex = self._family.channel.request(
+            msg, blob, limits=self.limits, on_output=on_output, tools=tools, settle=settle
         )
-        pending = self._send_some(memoryview(b"".join(encode(msg, blob))), ex)  # usually all
-        sel, caps = self._sel, {w.stdout: out, w.stderr: err}
-        if pending:
-            sel.modify(w.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        watch = _Watch(lim, t0)
-        try:
-            while ex.reply is None and ex.death is None:
-                for key, events in sel.select(watch.wait()):
-                    if key.fd in caps:
-                        self._drain(key.fd, caps[key.fd], sel)
-                    elif key.fd == w.pidfd:  # it exited: take a reply it sent first, if any
-                        self._read_reply(reader, ex, seq, tools, watch)
-                        if ex.reply is None and ex.death is None:
-                            ex.death = "the worker exited"
-                    elif events & selectors.EVENT_WRITE and pending:
-                        pending = self._send_some(pending, ex)
-                        if not pending:
-                            sel.modify(w.channel, selectors.EVENT_READ)
-                    elif events & selectors.EVENT_READ:
-                        self._read_reply(reader, ex, seq, tools, watch)
-                if ex.reply is not None or ex.death is not None:
-                    break
-                w.wake_if_stopped()
-                action = watch.check(w.cpu_seconds() - cpu0)
-                if action == "interrupt":
-                    ex.interrupted = watch.limit
-                    w.signal(signal.SIGINT)
-                elif action == "kill":
-                    ex.killed = watch.limit
-                    ex.death = "killed at the hard deadline after ignoring the interrupt"
-                    w.kill()
-        finally:
-            if pending:
-                sel.modify(w.channel, selectors.EVENT_READ)
         if ex.death is not None:
             self._state = SessionState.DEAD
-            w.kill()
-            w.wait_exited(_EXIT_WAIT)
-            if ex.killed is None:
-                ex.death = w.describe_exit(_EXIT_WAIT)
             self._bury()
-        elif settle:
-            w.settle()
-        for fd, cap in ((w.stdout, out), (w.stderr, err)):
-            self._drain(fd, cap, None)
-        ex.stdout, ex.stderr = out.text(), err.text()
-        ex.cpu, ex.wall = max(0.0, w.cpu_seconds() - cpu0), time.monotonic() - t0
-        ex.peak_mb = w.peak_memory_mb()
-        ex.oom = w.oom_kills() > oom0
         return ex
+
+    def _transfer_reply(self, ex: Exchange, what: str) -> Reply:
+        if ex.reply is None:
+            raise SessionDead(f"{what}: {ex.death}")
+        if ex.reply.status == "timeout":
+            raise TransferError(f"{what} was interrupted by the time limit")
+        if ex.reply.status == "memory":
+            raise TransferError(f"{what} ran out of memory in the session")
+        return ex.reply
 
     def _bury(self) -> None:
         """After the worker died: end everything it left running. The sandbox (its init and
@@ -689,261 +564,21 @@ class Session:
         else:
             self._worker.kill_all()
 
-    def _send_some(self, data: memoryview, ex: _Exchange) -> memoryview:
-        try:
-            return data[self._worker.channel.send(data) :]
-        except BlockingIOError:
-            return data
-        except OSError:
-            ex.death = "the worker's channel is closed"
-            return data[len(data) :]
-
-    def _drain(self, fd: int, cap: Capture, sel: selectors.BaseSelector | None) -> None:
-        while True:
-            try:
-                data = os.read(fd, _READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                if sel is not None:
-                    with contextlib.suppress(KeyError, ValueError):
-                        sel.unregister(fd)
-                return
-            cap.feed(data)
-
-    def _read_reply(
-        self,
-        reader: FrameReader,
-        ex: _Exchange,
-        seq: int,
-        tools: Mapping[str, Callable[..., Any]] | None,
-        watch: _Watch,
-    ) -> None:
-        w = self._worker
-        while ex.reply is None and ex.death is None:
-            try:
-                data = w.channel.recv(_READ_CHUNK * 16)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                ex.death = "the worker closed its channel"
-                return
-            try:
-                for msg, blob in reader.feed(data):
-                    if ex.reply is not None:
-                        raise FrameError("more than one reply to one request")
-                    if msg.get("op") == "tool":
-                        self._serve_tool(msg, blob, tools, watch)
-                        continue
-                    ex.reply, ex.blob = _Reply.model_validate(msg), blob
-                    if ex.reply.seq != seq:
-                        ex.reply = None
-                        raise FrameError(f"reply to request {msg['seq']} while {seq} was asked")
-            except (FrameError, ValidationError, OSError) as exc:
-                ex.reply = None
-                ex.death = f"the worker broke the protocol ({type(exc).__name__}); it was killed"
-                ex.killed = "protocol"
-                ex.notes.append(str(exc)[:500])
-                w.kill()
-                return
-
-    def _serve_tool(
-        self,
-        msg: dict[str, Any],
-        blob: bytes,
-        tools: Mapping[str, Callable[..., Any]] | None,
-        watch: _Watch,
-    ) -> None:
-        """Run the host function a tool frame asks for and send its answer back.
-
-        Failures of the call are the caller's data (sent back as an exception), never ours.
-        """
-        call = _ToolCall.model_validate(msg)
-        head: dict[str, Any] = {"op": "tool_reply", "seq": call.seq}
-        out = b""
-        fn = (tools or {}).get(call.name)
-        try:
-            if fn is None:
-                raise LookupError(f"no tool named {call.name!r} in this run")
-            args, kwargs = transfer.loads_untrusted(blob)
-            if not isinstance(args, tuple) or not isinstance(kwargs, dict):
-                raise TypeError("tool arguments must be (tuple, dict)")
-            out = transfer.dumps(fn(*args, **kwargs), self.limits.max_transfer_bytes)
-            head["status"] = "ok"
-        except Exception as exc:
-            text = str(exc.args[0]) if len(exc.args) == 1 else str(exc)  # KeyError('k'): k
-            head.update(status="error", type=type(exc).__name__, message=text[:2000])
-            out = b""
-        channel = self._worker.channel
-        channel.settimeout(max(watch.remaining(), 0.05))  # a worker that stops reading: killed
-        try:
-            channel.sendall(b"".join(encode(head, out)))
-        finally:
-            channel.setblocking(False)
-
     # -- results ---------------------------------------------------------------------------
 
-    def _trace(self, ex: _Exchange) -> Trace | str | None:
+    def _trace(self, ex: Exchange) -> Trace | str | None:
         """The trace the worker sent with its reply, or why there is none.
 
         A trace that is not what the schema allows is a protocol violation: the worker is
         killed, as for any other forged reply.
         """
-        r = ex.reply
-        if r is None or (r.trace is None and r.trace_error is None):
-            return None
-        if r.trace is None or not 0 < r.trace <= len(ex.blob):
-            return r.trace_error or "the worker sent no trace"
-        # the trace is the blob's tail (after a call's returned value)
-        packed, ex.blob = ex.blob[-r.trace :], ex.blob[: -r.trace]
-        limit = self.limits.max_transfer_bytes
-        inflate = zlib.decompressobj()
         try:
-            raw = inflate.decompress(packed, limit)
-            if inflate.unconsumed_tail or not inflate.eof:
-                return f"the trace is larger than {limit} bytes (Limits.max_transfer_bytes)"
-            return Trace.from_json(raw)
-        except (zlib.error, ProtocolError) as exc:
+            return unpack_trace(ex, self.limits.max_transfer_bytes)
+        except ProtocolError as exc:
             self._state = SessionState.DEAD
             self._worker.kill()
-            self._worker.wait_exited(_EXIT_WAIT)
+            self._worker.wait_exited(EXIT_WAIT)
             self._bury()
             ex.reply, ex.killed = None, "protocol"
             ex.death = f"the worker sent a malformed trace ({str(exc)[:200]}); it was killed"
             return None
-
-    def _result(self, ex: _Exchange, recorded: Trace | str | None = None) -> RunResult:
-        status: RunStatus
-        error: ErrorInfo | None = None
-        value: str | None = None
-        lim = self.limits
-        if ex.reply is not None:
-            r = ex.reply
-            if r.status == "timeout" and r.interrupt == "signal" and ex.interrupted is None:
-                # a SIGINT the host did not send for a limit: Session.interrupt()
-                status = "error"
-                error = ErrorInfo(
-                    type="KeyboardInterrupt",
-                    message="interrupted",
-                    traceback=r.error.traceback if r.error else "",
-                )
-            elif r.status == "timeout":
-                which = "cpu" if r.interrupt == "cpu" else (ex.interrupted or "wall")
-                status, error = "timeout", _time_limit(which, lim, alive=True)
-                if r.error is not None:
-                    error = error.model_copy(update={"traceback": r.error.traceback})
-            elif r.status in ("ok", "error", "memory"):
-                status, value, error = r.status, r.value, r.error
-                if status == "memory" and error is None:
-                    error = ErrorInfo(type="MemoryError", message="out of memory")
-            else:
-                status = "sandbox_error"
-                error = ErrorInfo(type="SandboxError", message=r.detail or f"worker: {r.status}")
-        elif ex.killed in ("cpu", "wall"):
-            status, error = "timeout", _time_limit(ex.killed, lim, alive=False)
-        elif ex.oom:
-            status = "memory"
-            error = ErrorInfo(
-                type="OutOfMemory",
-                message=(
-                    f"the session exceeded its memory limit ({lim.memory_mb} MB + "
-                    f"{lim.disk_mb} MB of files) and was killed; the session is dead"
-                ),
-            )
-        else:
-            status = "killed"
-            kind = "ProtocolViolation" if ex.killed == "protocol" else "WorkerDied"
-            error = ErrorInfo(type=kind, message=f"{ex.death}; the session is dead")
-        return RunResult(
-            status=status,
-            stdout=ex.stdout,
-            stderr=ex.stderr,
-            value=value,
-            error=error,
-            cpu_seconds=round(ex.cpu, 6),
-            wall_seconds=round(ex.wall, 6),
-            peak_memory_mb=None if ex.peak_mb is None else round(ex.peak_mb, 3),
-            session_alive=self._state is not SessionState.DEAD,
-            trace=recorded if isinstance(recorded, Trace) else None,
-            trace_error=recorded if isinstance(recorded, str) else None,
-        )
-
-
-class _Watch:
-    """The time limits of one request: a soft interrupt first, the hard kill ``grace`` later."""
-
-    def __init__(self, limits: Limits, start: float) -> None:
-        self._lim = limits
-        self._deadline = start + limits.wall_seconds
-        self._cpu_hard: float | None = None
-        self.limit: str | None = None  # which limit was hit: "cpu" or "wall"
-
-    def remaining(self) -> float:
-        """Seconds until the current deadline (the soft one, then the hard one)."""
-        return self._deadline - time.monotonic()
-
-    def wait(self) -> float:
-        """How long to wait for I/O before checking again (CPU time is polled)."""
-        return max(0.0, min(self._deadline - time.monotonic(), _POLL))
-
-    def check(self, cpu: float) -> Literal["interrupt", "kill"] | None:
-        now, lim = time.monotonic(), self._lim
-        if self.limit is None:
-            if now >= self._deadline:
-                self.limit = "wall"
-            # the worker's own CPU timer fires first; this also counts its children
-            elif cpu >= lim.cpu_seconds + _POLL:
-                self.limit = "cpu"
-            else:
-                return None
-            self._deadline, self._cpu_hard = now + lim.grace_seconds, cpu + lim.grace_seconds
-            return "interrupt"
-        if now >= self._deadline or (self._cpu_hard is not None and cpu >= self._cpu_hard):
-            return "kill"
-        return None
-
-
-def _discard(fd: int) -> None:
-    """Read and drop whatever a non-blocking descriptor holds now."""
-    with contextlib.suppress(BlockingIOError, OSError):
-        while os.read(fd, _READ_CHUNK):
-            pass
-
-
-def _journaled(result: RunResult) -> dict[str, Any]:
-    """A result as the journal keeps it: the trace by digest (it can be re-recorded)."""
-    data = result.model_dump(mode="json", exclude={"trace", "returned"})
-    if result.trace is not None:
-        data["trace_sha256"] = digest(result.trace.to_json())
-    return data
-
-
-def _trace_config(trace: TraceConfig | Mode) -> TraceConfig:
-    return trace if isinstance(trace, TraceConfig) else TraceConfig(mode=trace)
-
-
-def _time_limit(which: str, lim: Limits, *, alive: bool) -> ErrorInfo:
-    what = (
-        f"CPU time limit of {lim.cpu_seconds:g} s"
-        if which == "cpu"
-        else (f"wall-clock limit of {lim.wall_seconds:g} s")
-    )
-    if alive:
-        return ErrorInfo(
-            type="TimeLimitExceeded",
-            message=(
-                f"{what} exceeded: the run was interrupted with KeyboardInterrupt; "
-                "the session and its state are intact"
-            ),
-        )
-    return ErrorInfo(
-        type="TimeLimitExceeded",
-        message=(
-            f"{what} exceeded and the code ignored the interrupt: the worker was killed "
-            f"{lim.grace_seconds:g} s later; the session is dead"
-        ),
-    )

@@ -217,7 +217,9 @@ def record(
     """Run ``target`` (source, a code object, or a callable) under a recorder.
 
     An exception from the program (``TraceBudgetExceeded`` included) ends the run and is
-    kept as ``Trace.error``; KeyboardInterrupt propagates.
+    kept as ``Trace.error``; KeyboardInterrupt propagates. ``Trace.sources`` (and the counts
+    that need the source) come from ``linecache``: source text is registered there under
+    ``filename``; for a code object or a callable, register its source there first.
     """
     if isinstance(target, str):
         linecache.cache[filename] = (len(target), None, target.splitlines(True), filename)

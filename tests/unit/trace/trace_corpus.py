@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import linecache
 import re
 import sys
 import textwrap
@@ -319,7 +320,12 @@ PROGRAMS: dict[str, str] = {
 
 
 def compile_program(name: str) -> types.CodeType:
-    return compile(textwrap.dedent(PROGRAMS[name]), USER_FILE, "exec")
+    """The program's code, its source registered in linecache (where recorders, like
+    tracebacks, look for it): whatever an earlier test left there under the same name
+    must not leak into this trace."""
+    source = textwrap.dedent(PROGRAMS[name])
+    linecache.cache[USER_FILE] = (len(source), None, source.splitlines(True), USER_FILE)
+    return compile(source, USER_FILE, "exec")
 
 
 Event = tuple[str, str, int, int]  # event, function, line, depth
