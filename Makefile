@@ -6,7 +6,7 @@ NEWEST := $(shell scripts/newest-python)
 VENV_NEWEST ?= .venv-newest
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: setup demo test test-fast test-newest lint typecheck bench fmt clean
+.PHONY: setup demo test test-fast test-newest lint typecheck bench bench-trace fmt clean
 
 $(VENV)/.installed: pyproject.toml scripts/system-deps
 	scripts/system-deps
@@ -49,9 +49,24 @@ else
 	$(VENV_NEWEST)/bin/python -m pytest
 endif
 
+# Every benchmark, peers side by side; bench/README.md has the numbers and how to read them.
 bench: setup
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
 	$(PY) bench/bench_session.py
+	$(PY) bench/bench_checkpoint.py
+	$(PY) bench/bench_checkpoint.py --huge-pages
+	$(PY) bench/bench_journal.py
+	$(MAKE) bench-trace
+
+# The tracer on both interpreters: settrace on 3.11, sys.monitoring on the newest.
+bench-trace: setup
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
+	$(PY) bench/bench_trace.py
+ifneq ($(NEWEST),)
+	@test -x $(VENV_NEWEST)/bin/python || $(NEWEST) -m venv $(VENV_NEWEST)
+	$(VENV_NEWEST)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
+	$(VENV_NEWEST)/bin/python bench/bench_trace.py
+endif
 
 clean:
 	rm -rf $(VENV) $(VENV_NEWEST) .mypy_cache .ruff_cache .pytest_cache
