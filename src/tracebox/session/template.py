@@ -79,11 +79,9 @@ class Template:
             reply = {"op": "fatal", "error": repr(exc)}
         self._sock.settimeout(None)
         if reply.get("op") != "ready":
+            why = f"{reply.get('error', 'no reply')}{self._log_tail()}"  # before close() ends it
             self.close()
-            raise IsolationUnavailable(
-                f"the sandbox template could not start: {reply.get('error', 'no reply')}"
-                f"{self._log_tail()}"
-            )
+            raise IsolationUnavailable(f"the sandbox template could not start: {why}")
         self.python_version: str = reply["python"]
         self._reader = threading.Thread(target=self._read, name="tracebox-template", daemon=True)
         self._reader.start()
