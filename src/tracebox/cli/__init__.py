@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracebox import __version__
-from tracebox.cli import demo, journal, repl, trace
+from tracebox.cli import demo, eval, journal, repl, trace
 from tracebox.cli._common import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
@@ -162,6 +162,7 @@ def doctor(json_output: JsonOption = False) -> None:
 for _command in (
     run,
     trace.trace,
+    eval.eval,
     journal.journal,
     journal.replay,
     repl.repl,
