@@ -152,3 +152,16 @@ def test_a_bad_trace_argument_is_refused_before_anything_runs(
     with pytest.raises(ValueError, match="mode"):
         session.run("x = 1", trace=bad)  # type: ignore[arg-type]
     assert session.run("'x' in dir()").value == "False"
+
+
+def test_a_counted_run_past_its_budget_that_times_out_keeps_its_counts(
+    new_session: Callable[..., Session],
+) -> None:
+    s = new_session(limits=Limits(cpu_seconds=0.3))
+    s.run("def spin():\n    while True:\n        pass")
+    config = TraceConfig(mode="steps", max_steps=1000)
+    for r in (s.run("spin()", trace=config), s.call("spin", trace__=config)):
+        assert r.status == "timeout" and r.session_alive
+        assert r.trace is not None and r.trace.rows == ()
+        assert r.trace.truncation is not None and r.trace.truncation.step == 1000
+        assert r.trace.counts.steps is not None and r.trace.counts.steps > 1000

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from tracebox.errors import CheckpointLost
 from tracebox.session.channel import Channel
+from tracebox.session.process import wait_readable
 
 if TYPE_CHECKING:
     from tracebox.session.process import WorkerProcess
@@ -77,8 +77,7 @@ class Checkpoint:
         """Whether the snapshot process still exists (code in the session can kill it)."""
         if self._released:
             return False
-        exited, _, _ = select.select([self._pidfd], [], [], 0)  # zombies included
-        return not exited
+        return not wait_readable([self._pidfd], 0)  # zombies included
 
     def memory_mb(self) -> float:
         """Memory this checkpoint holds on its own (not shared with the session)."""

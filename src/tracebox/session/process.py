@@ -49,6 +49,16 @@ def describe_status(status: int | None) -> str:
     return f"the worker exited with status {os.WEXITSTATUS(status)}"
 
 
+def wait_readable(fds: list[int], timeout: float) -> list[int]:
+    """The descriptors of ``fds`` that are readable within ``timeout`` seconds (a pidfd:
+    its process has exited). ``poll``, not ``select``: a host with many sessions holds
+    descriptors past select's limit of 1024."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _ in poller.poll(max(0.0, timeout) * 1000)]
+
+
 def ns_pid(host_pid: int) -> int | None:
     """The pid ``host_pid`` has in its own (innermost) pid namespace."""
     try:
@@ -97,8 +107,7 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         """Whether the worker process has not exited."""
-        exited, _, _ = select.select([self.pidfd], [], [], 0)
-        return not exited
+        return not wait_readable([self.pidfd], 0)
 
     def adopt(self, pid: int) -> None:
         """Make ``pid`` (host pid, a child of init) the worker."""
@@ -128,7 +137,7 @@ class WorkerProcess:
             left = deadline - time.monotonic()
             if left <= 0 or self.exits < 0:
                 return None
-            select.select([self.exits], [], [], left)
+            wait_readable([self.exits], left)
 
     def describe_exit(self, timeout: float) -> str:
         return describe_status(self.exit_status(self.ns_pid, timeout))
@@ -216,8 +225,7 @@ class WorkerProcess:
             self.cgroup.kill_all()  # also thaws: a frozen process dies only once thawed
 
     def wait_exited(self, timeout: float) -> bool:
-        ready, _, _ = select.select([self.pidfd], [], [], timeout)
-        return bool(ready)
+        return bool(wait_readable([self.pidfd], timeout))
 
     def cpu_seconds(self) -> float:
         """CPU time of the whole session (cgroup) or, failing that, of the worker and its reaped children."""  # noqa: E501

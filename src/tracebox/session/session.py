@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import select
 import signal
 import socket
 import threading
@@ -30,7 +29,7 @@ from tracebox.session.channel import EXIT_WAIT, Exchange, Reply, discard
 from tracebox.session.checkpoint import Checkpoint, Family
 from tracebox.session.journaling import JournalSink, digest
 from tracebox.session.output import OutputCallback
-from tracebox.session.process import WorkerProcess
+from tracebox.session.process import WorkerProcess, wait_readable
 from tracebox.session.results import journaled, result_of, trace_config, unpack_trace
 from tracebox.session.template import host_view_problems
 from tracebox.trace.config import TraceConfig
@@ -417,7 +416,7 @@ class Session:
                 signal.pidfd_send_signal(old, signal.SIGKILL)
             w.resume()  # a frozen worker dies only once thawed
             if not idle:  # it may be mid-write: wait until it can write no more
-                select.select([old], [], [], EXIT_WAIT)
+                wait_readable([old], EXIT_WAIT)
             # an idle worker, blocked reading, never runs again once killed: no need to wait
             # while the kernel frees its memory
         finally:
@@ -440,8 +439,7 @@ class Session:
         try:
             for wait in (1.0, _RESTORE_WAIT):
                 send(ch, {"op": "go"})
-                ready, _, _ = select.select([ch], [], [], wait)
-                if ready:
+                if wait_readable([ch.fileno()], wait):
                     ch.settimeout(_RESTORE_WAIT)
                     msg, _ = recv_blocking(ch)
                     return msg
@@ -455,7 +453,7 @@ class Session:
         """The host pid of the worker ``checkpoint`` just forked, checked from the host."""
         w, ch = self._worker, self._worker.channel
         # a snapshot killed just before it was asked may still be exiting: watch it too
-        ready, _, _ = select.select([ch.fileno(), checkpoint.pidfd], [], [], _RESTORE_WAIT)
+        ready = wait_readable([ch.fileno(), checkpoint.pidfd], _RESTORE_WAIT)
         ch.settimeout(_RESTORE_WAIT)
         try:
             if ch.fileno() not in ready:

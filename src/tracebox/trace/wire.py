@@ -119,7 +119,7 @@ def _convert(w: _TraceWire) -> Trace:
     truncation = None
     if w.truncation is not None:
         truncation = Truncation(**w.truncation.model_dump())
-        if truncation.step != len(rows):
+        if w.mode == "full" and truncation.step != len(rows):  # other modes keep no steps
             raise ProtocolError("trace truncation marker does not match its steps")
     coverage = None
     if w.coverage is not None:
