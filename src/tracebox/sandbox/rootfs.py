@@ -79,6 +79,23 @@ def _bind_readonly(src: str, root: str, dst: str | None = None) -> None:
     )
 
 
+def _cover(path: str, root: str, stashed: list[tuple[str, str]]) -> None:
+    """Mount something empty over ``path`` where the sandbox root shows it (if it does)."""
+    path = os.path.realpath(path)
+    where = root + path
+    for stash, src in stashed:
+        if _under(path, (src,)):
+            where = root + stash + path[len(src) :]
+    if os.path.isdir(where):
+        L.mount(
+            "tmpfs", where, "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_RDONLY, "size=4k,mode=0555"
+        )
+    elif os.path.isfile(where):
+        L.mount("/dev/null", where, None, L.MS_BIND, None)
+        flags = L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV
+        L.mount(None, where, None, flags, None)
+
+
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -89,12 +106,15 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
-def build(root: str, python: list[str]) -> list[tuple[str, str]]:
+def build(root: str, python: list[str], hide: list[str] | None = None) -> list[tuple[str, str]]:
     """Assemble the sandbox root at ``root`` (an empty directory) and pivot into it.
 
     Returns ``(stash, path)`` for Python directories under ``/tmp`` (a venv in a temporary
     directory, a checkout there): each worker's private ``/tmp`` would hide them, so they are
     mounted in the stash and each worker binds them back after mounting its own ``/tmp``.
+
+    ``hide``: host paths inside what the sandbox sees (a dataset shipped in site-packages,
+    say) that it must not see: an empty directory or file is mounted over each.
     """
     stashed: list[tuple[str, str]] = []
     L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE, None)
@@ -110,6 +130,8 @@ def build(root: str, python: list[str]) -> list[tuple[str, str]]:
             _bind_readonly(src, root, stashed[-1][0])
         else:
             _bind_readonly(src, root)
+    for path in hide or ():
+        _cover(path, root, stashed)
     _mkdirs(root + "/etc")
     for src in ETC_PATHS:
         if os.path.exists(src):

@@ -46,6 +46,10 @@ class Runtime:
     ``journal``: a path (SQLite, created if needed) or a journal object; every operation of
     every session is appended to it before it is acknowledged.
 
+    ``hide``: host paths the sandboxes would see (under the Python installation or its
+    site-packages) that they must not: a dataset with its answers, say. Each is covered
+    with an empty directory or file.
+
     ``huge_pages``: sessions allocate Python objects with malloc (``PYTHONMALLOC=malloc``)
     and malloc uses transparent huge pages (``glibc.malloc.hugetlb=1``). A checkpoint,
     restore or fork copies page tables, so with 2 MB pages they get several times faster
@@ -60,11 +64,12 @@ class Runtime:
         pool_size: int = 2,
         journal: str | os.PathLike[str] | JournalSink | None = None,
         huge_pages: bool = False,
+        hide: tuple[str, ...] = (),
     ) -> None:
         self.limits = limits or Limits()
         self._owns_journal = isinstance(journal, str | os.PathLike)
         self.journal = _open_journal(journal)
-        self._template = Template(huge_pages=huge_pages)
+        self._template = Template(huge_pages=huge_pages, hide=hide)
         self._pool = WarmPool(self._template, _spawn_limits(self.limits), pool_size)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()

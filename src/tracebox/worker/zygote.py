@@ -271,7 +271,7 @@ def main() -> NoReturn:
         for name in OWN_PREIMPORT:
             importlib.import_module(name)
         L.unshare(L.CLONE_NEWNS | L.CLONE_NEWNET | L.CLONE_NEWIPC | L.CLONE_NEWUTS)
-        _STASHED.extend(rootfs.build(config["root"], config["python"]))
+        _STASHED.extend(rootfs.build(config["root"], config["python"], config.get("hide")))
         for name in PREIMPORT:
             importlib.import_module(name)
         _send(sock, {"op": "ready", "python": sys.version})
