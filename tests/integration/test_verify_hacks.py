@@ -7,6 +7,7 @@ killing processes and searching for the expected values all come to nothing.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,11 +43,13 @@ LENIENT = FunctionProblem(
         "        assert False, 'no exception'\n"
     ),
 )
+# a number that appears in no file anywhere (a fixed one, 8675309, is in numpy's tests)
+SECRET_NUMBER = 10**15 + secrets.randbelow(10**15)
 SECRET = FunctionProblem(
     task_id="hack/secret",
     prompt="def secret(x):\n",
     entry_point="secret",
-    test="def check(candidate):\n    assert candidate(1) == 8675309\n",
+    test=f"def check(candidate):\n    assert candidate(1) == {SECRET_NUMBER}\n",
 )
 
 
@@ -175,7 +178,7 @@ SEARCH = """\
         try:
             if os.path.getsize(path) < 1 << 20:
                 with open(path, "rb") as f:
-                    if b"8675309" in f.read():
+                    if b"__SECRET__" in f.read():
                         hits.append(path)
         except Exception:
             pass
@@ -190,22 +193,22 @@ SEARCH = """\
             for part in ("cmdline", "environ"):
                 scan_file(f"/proc/{pid}/{part}")
     for obj in gc.get_objects():
-        if isinstance(obj, dict) and 8675309 in obj.values():
+        if isinstance(obj, dict) and __SECRET__ in obj.values():
             hits.append("gc")
     frame = sys._getframe()
     while frame is not None:
-        if 8675309 in frame.f_locals.values():
+        if __SECRET__ in frame.f_locals.values():
             hits.append("frame")
         frame = frame.f_back
-    if any(v == "8675309" for v in os.environ.values()):
+    if any(v == "__SECRET__" for v in os.environ.values()):
         hits.append("env")
-    return 8675309 if hits else -1
+    return __SECRET__ if hits else -1
 """
 
 
 def test_the_expected_values_are_nowhere_in_the_candidates_reach(runtime: Runtime) -> None:
     with Verifier(runtime, VerifyConfig(cpu_seconds=3)) as v:
-        verdict = v.check(SECRET, SEARCH)
+        verdict = v.check(SECRET, SEARCH.replace("__SECRET__", str(SECRET_NUMBER)))
     assert _fails(verdict, "failed").tests[0].error is not None
 
 
