@@ -12,9 +12,15 @@ work. A call that times out, runs out of memory, exits the interpreter, kills it
 or returns something that is not plain data ends its test with that outcome, whatever the
 test code does with the exception it gets.
 
+A literal test (``assert candidate(1, [2]) == 3`` and the like: ``verify._plan``) needs no
+test code: the host makes the call and compares the plain data it gets back itself, with the
+same ``==``; untraced, all of a candidate's literal calls go in one call of a helper in its
+sandbox (``verify.functions``), made again one by one if that call does not complete.
+
 A test passes only on a positive record: the test code ran to its end in its sandbox, which
-reports every test's outcome with a token that only the host knows, and every call the test
-made completed. Exit codes never count.
+reports every test's outcome with a token that only the host knows (or, for a literal test,
+the host's own comparison held), and every call the test made completed. Exit codes never
+count.
 
 Stdin/stdout problems run the program as ``__main__`` in the candidate's sandbox with the
 case's input on fd 0; outputs are compared on the host.

@@ -6,17 +6,27 @@ what the test code reported (with the host's token) unless the host decided it f
 call that timed out, ran out of memory, left the interpreter, killed its process or
 returned something that is not plain data ends the test with that outcome, whatever the
 test code does with the exception it gets.
+
+Literal tests (``_plan.Plan.host_tests``) need no test code: the host calls the candidate
+and checks the value itself. Untraced (``VerifyConfig.trace`` None), all their calls go to
+the candidate's sandbox in one call of a helper (``_BATCH``) defined there after the
+candidate's code; with a trace, each is one ``Session.call`` as before (a step count, and
+lines, per test must come from the tracer, one call each). See ``_FunctionAttempt._batched``
+for why the helper, which the candidate can patch like anything in its process, cannot make
+a verdict wrong.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import contextlib
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from tracebox.errors import NameNotFound, TraceboxError
+from tracebox.errors import NameNotFound, TraceboxError, TransferError
+from tracebox.session import transfer
 from tracebox.session.session import Session
 from tracebox.trace.config import TraceConfig
 from tracebox.types import CallResult, ErrorInfo, RunResult
@@ -41,7 +51,9 @@ def verify(
     return _FunctionAttempt(verifier, problem, completion, oversub).verdict()
 
 
-_NO_RECORD: tuple[TestStatus, ErrorInfo | None] = (
+Outcome = tuple[TestStatus, ErrorInfo | None]
+
+_NO_RECORD: Outcome = (
     "sandbox_error",
     ErrorInfo(type="NoRecord", message="the test sandbox reported nothing for this test"),
 )
@@ -190,13 +202,172 @@ class _FunctionAttempt:
             self._discard()
         return r
 
+    # -- literal tests, checked on the host ----------------------------------------------------
+
+    def _host_tests(self) -> dict[int, Outcome]:
+        """The outcomes of the plan's literal tests (``_plan.Plan.host_tests``)."""
+        units = self.plan.host_tests
+        if not units:
+            return {}
+        if self.v._trace is None:
+            got = self._batched(units)
+            if got is not None:
+                return got
+        return self._one_by_one(units)
+
+    def _one_by_one(self, units: tuple[_plan.Unit, ...]) -> dict[int, Outcome]:
+        """Each call through ``forward``, as the test code would make it."""
+        out: dict[int, Outcome] = {}
+        for u in units:
+            lit = u.literal
+            assert lit is not None
+            try:
+                value = self.forward(u.index, lit.function, lit.args, lit.kwargs)
+            except _Abort:
+                continue  # decided on the host (rec.forced)
+            except Exception:
+                raised = self.record(u.index).raised
+                if raised is None:
+                    raise
+                out[u.index] = _seen_by_tests(raised)
+                continue
+            out[u.index] = _checked(lit, value)
+        return out
+
+    def _batched(self, units: tuple[_plan.Unit, ...]) -> dict[int, Outcome] | None:
+        """All the calls in a few calls of the batch helper; None if the helper's calls did not
+        all complete (a limit, a crash, a malformed answer, the sample's budget): then the
+        candidate's sandbox is discarded and every call is made again one by one in a fresh
+        one, so each test gets the verdict it would have had without batching.
+
+        The helper runs in the candidate's process, so its answers are the candidate's
+        output, no more trusted than ``Session.call``'s: each value is unpickled with
+        ``transfer.loads_untrusted`` (plain data only) and checked here against the expected
+        value, which never enters the candidate's sandbox. A patched helper can make the
+        candidate fail, or give values it could have computed anyway; an answer of the wrong
+        shape or length is a fallback. Per test, ``calls``, the status and the error are as
+        without batching; ``cpu_seconds`` splits the helper calls' measured CPU by the
+        helper's own per-call times (the total is measured, the split is reported by the
+        candidate's process), ``peak_memory_mb`` is the helper call's peak and ``steps``
+        is None (untraced).
+        """
+        out: dict[int, Outcome] = {}
+        why = self._define_batch()
+        todo = list(units)
+        while why is None and todo:
+            why = self._chunk(todo, out)
+        if why is None:
+            return out
+        self.notes.append(
+            f"the batched calls of the literal tests did not complete ({why}): "
+            "they were made again one by one in a fresh sandbox"
+        )
+        self._discard()
+        self.records.clear()
+        self.spent_cpu = self.spent_wall = 0.0
+        return None
+
+    def _define_batch(self) -> str | None:
+        """Define the batch helper in the candidate's sandbox; why not, if it failed."""
+        assert self.cand is not None
+        try:
+            r = self.cand.run(_DEFINE_BATCH)
+        except TraceboxError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if r.status != "ok":
+            return f"defining the helper: {r.status}"
+        return None
+
+    def _chunk(self, todo: list[_plan.Unit], out: dict[int, Outcome]) -> str | None:
+        """One call of the helper for the calls of ``todo`` (it may do only the first few:
+        it stops after ``_CHUNK_SHARE`` of a call's CPU limit); takes the done ones off
+        ``todo``. Why the calls must be made again, if they must."""
+        cfg = self.cfg
+        if self.spent_cpu >= cfg.sample_cpu_seconds or self.spent_wall >= self.wall_budget:
+            return "the sample's time budget"
+        assert self.cand is not None
+        calls = []
+        for u in todo:
+            assert u.literal is not None
+            calls.append((u.literal.function, u.literal.args, u.literal.kwargs))
+        lim = self.limits
+        t0 = time.monotonic()
+        try:
+            r = self.cand.call(
+                _BATCH,
+                calls,
+                cfg.cpu_seconds * _CHUNK_SHARE,
+                lim.max_transfer_bytes,
+                lim.max_value_chars,
+            )
+        except TraceboxError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            self.spent_wall += time.monotonic() - t0
+        self.spent_cpu += r.cpu_seconds
+        if r.status != "ok":
+            return f"{r.status}: {r.error.type if r.error else '?'}"
+        items = _items(r.returned, len(calls))
+        if items is None:
+            return "the helper's answer is malformed"
+        if self.spent_cpu >= cfg.sample_cpu_seconds or self.spent_wall >= self.wall_budget:
+            return "the sample's time budget"  # some call may have started after it ran out
+        total = sum(cpu for _, _, cpu in items)
+        for u, (kind, payload, cpu) in zip(todo, items, strict=False):
+            assert u.literal is not None
+            rec = self.record(u.index)
+            rec.calls += 1
+            share = cpu / total if total > 0 else 1 / len(items)
+            rec.cpu += r.cpu_seconds * share
+            if r.peak_memory_mb is not None:
+                rec.peak = max(rec.peak or 0.0, r.peak_memory_mb)
+            if kind != "missing":  # as ``Record.account`` (untraced) of a call made
+                rec.steps = None
+            outcome = self._judge(u.literal, rec, kind, payload)
+            if outcome is not None:
+                out[u.index] = outcome
+        del todo[: len(items)]
+        return None
+
+    def _judge(
+        self, lit: _plan.LiteralCall, rec: Record, kind: str, payload: Any
+    ) -> Outcome | None:
+        """One call's outcome from the helper, as ``forward`` and the test code would make it
+        (None: decided on the host, in ``rec.forced``)."""
+        name = lit.function
+        if kind == "missing":
+            rec.force("error", ErrorInfo(type="NameError", message=f"name {name!r} is not defined"))
+            return None
+        if kind == "error":
+            err = ErrorInfo(**payload)
+            if is_final(err):
+                rec.force("error", err)
+                return None
+            rec.raised = err
+            return _seen_by_tests(err)
+        why = None
+        if kind == "too_large":
+            why = f"a value of {payload} bytes pickled (Limits.max_transfer_bytes)"
+        elif kind == "unpicklable":
+            why = f"a value that cannot be pickled ({payload['message']})"
+        else:
+            try:
+                value = transfer.loads_untrusted(payload)
+            except TransferError as exc:
+                why = str(exc)
+        if why is not None:
+            err = ErrorInfo(type="UntransferableValue", message=f"{name}() returned {why}")
+            rec.force("error", err)
+            return None
+        return _checked(lit, value)
+
     # -- the test sandbox ---------------------------------------------------------------------
 
-    def _run_tests(self) -> dict[int, tuple[TestStatus, ErrorInfo | None]]:
-        """Every test's outcome as the test code reported it (or why it could not)."""
-        reported: dict[int, tuple[TestStatus, ErrorInfo | None]] = {}
+    def _run_tests(self, start: int) -> dict[int, Outcome]:
+        """The outcome of every test from ``start`` on as the test code reported it (or why
+        it could not)."""
+        reported: dict[int, Outcome] = {}
         last = self.plan.tests[-1].index
-        start = 0
         while start <= last:
             token = secrets.token_hex(16)
             code = _plan.harness(self.plan, token, start)
@@ -233,7 +404,7 @@ class _FunctionAttempt:
     def _take(
         self,
         rows: list[tuple[int, str, str, str]],
-        reported: dict[int, tuple[TestStatus, ErrorInfo | None]],
+        reported: dict[int, Outcome],
         start: int,
     ) -> None:
         for i, kind, etype, message in rows:
@@ -259,7 +430,10 @@ class _FunctionAttempt:
                 )
                 return self._verdict(failed, load=err)
             self.cand = s
-            reported = self._run_tests()
+            reported = self._host_tests()
+            start = len(self.plan.host_tests)
+            if start < len(tests):
+                reported.update(self._run_tests(start))
         finally:
             self._discard()
         results = []
@@ -296,6 +470,138 @@ class _FunctionAttempt:
             steps=steps if self.v._trace is not None and self.cfg.trace != "coverage" else None,
             notes=tuple(self.notes),
         )
+
+
+# -- literal tests ----------------------------------------------------------------------------
+
+_BATCH = "__tracebox_batch__"
+_CHUNK_SHARE = 0.05
+"""The helper starts no new call after this share of a call's CPU limit (or as many
+seconds of wall clock): a batch call stays far from the limit unless one call alone nears
+it, and then the calls are made one by one, each under its own limit."""
+
+# The helper does what the worker does for ``Session.call`` (the worker's own ``describe``
+# and ``bounded_repr``, then pickling), for each call in turn. It lives in a namespace of its
+# own (real builtins; the candidate's globals cannot shadow its names) and looks the
+# functions up in the candidate's namespace, as ``Session.call`` does. KeyboardInterrupt and
+# MemoryError end the helper's call (a limit, or the candidate's doing): a fallback. The
+# candidate's function runs one frame deeper than under ``Session.call`` (the helper's).
+_BATCH_SOURCE = """\
+import pickle, time
+from tracebox.worker.cell import bounded_repr, describe
+
+def make(ns):
+    def batch(calls, budget, max_bytes, max_chars):
+        out = []
+        sent = 0
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        for name, args, kwargs in calls:
+            if out and (time.process_time() - cpu0 > budget
+                        or time.monotonic() - wall0 > budget or sent > max_bytes // 4):
+                break
+            t0 = time.process_time()
+            fn = ns.get(name)
+            if fn is None:
+                out.append(("missing", None, time.process_time() - t0))
+                continue
+            try:
+                value = fn(*args, **kwargs)
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except BaseException as exc:
+                tb = exc.__traceback__
+                exc = describe(exc.with_traceback(tb.tb_next if tb else None))
+                out.append(("error", exc, time.process_time() - t0))
+                continue
+            bounded_repr(value, max_chars)
+            try:
+                data = pickle.dumps(value, protocol=5)
+            except Exception as exc:
+                out.append(("unpicklable", describe(exc), time.process_time() - t0))
+                continue
+            finally:
+                value = None
+            if len(data) > max_bytes:
+                out.append(("too_large", len(data), time.process_time() - t0))
+            else:
+                sent += len(data)
+                out.append(("ok", data, time.process_time() - t0))
+            data = None
+        return out
+    return batch
+"""
+
+_DEFINE_BATCH = (
+    f"{_BATCH} = (lambda scope: (exec({_BATCH_SOURCE!r}, scope), scope['make'](globals()))[1])"
+    "({'__builtins__': __import__('builtins')})\n"
+)
+
+_KINDS = frozenset({"ok", "missing", "error", "unpicklable", "too_large"})
+
+
+def _items(value: object, n: int) -> list[tuple[str, Any, float]] | None:
+    """The helper's answer if it has the helper's shape: 1 to ``n`` ``(kind, payload,
+    cpu)``, each payload of its kind's type."""
+    if not isinstance(value, list) or not 1 <= len(value) <= n:
+        return None
+    items = []
+    for item in value:
+        if not (isinstance(item, tuple) and len(item) == 3 and item[0] in _KINDS):
+            return None
+        kind, payload, cpu = item
+        if type(cpu) is not float or not 0.0 <= cpu < 1e9:
+            return None
+        ok = {
+            "ok": type(payload) is bytes,
+            "missing": payload is None,
+            "too_large": type(payload) is int,
+        }.get(kind)
+        if ok is None:  # error, unpicklable: the worker's describe()
+            ok = (
+                type(payload) is dict
+                and set(payload) == {"type", "message", "traceback"}
+                and all(type(x) is str for x in payload.values())
+            )
+        if not ok:
+            return None
+        items.append((kind, payload, cpu))
+    return items
+
+
+def _text(exc: object) -> str:
+    try:
+        return str(exc)[:1000]
+    except Exception:
+        return "<str() of the exception failed>"
+
+
+def _checked(lit: _plan.LiteralCall, value: Any) -> Outcome:
+    """The test's outcome for the candidate's ``value``, as the test code's assert ends."""
+    try:
+        holds = lit.holds(value)
+    except Exception as exc:
+        return "error", ErrorInfo(type=type(exc).__name__, message=_text(exc))
+    if holds:
+        return "passed", None
+    return "failed", ErrorInfo(type="AssertionError", message=_text(AssertionError(*lit.message)))
+
+
+def _seen_by_tests(err: ErrorInfo) -> Outcome:
+    """The outcome of a test whose call raised ``err``: the exception crosses to the test
+    code (``worker.tools``: the builtin of that name, else ``ToolError``) and ends its
+    assert there."""
+    message = err.message[:2000]
+    exc: Exception | None = None
+    cls = getattr(builtins, err.type, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            exc = cls(message)
+        except Exception:
+            exc = None
+    if exc is None:
+        return "error", ErrorInfo(type="ToolError", message=_text(f"{err.type}: {message}"))
+    status: TestStatus = "failed" if isinstance(exc, AssertionError) else "error"
+    return status, ErrorInfo(type=type(exc).__name__, message=_text(exc))
 
 
 def _budget_error(seconds: float) -> ErrorInfo:

