@@ -106,7 +106,7 @@ def eval(  # noqa: PLR0917 (a command's arguments and options)
     fresh: Annotated[
         Fresh,
         typer.Option(help="How each candidate gets a clean sandbox: spawn one, or restore one."),
-    ] = Fresh.spawn,
+    ] = Fresh.restore,
     json_output: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """Run every sample against its problem's tests; write SAMPLES + "_results.jsonl".
