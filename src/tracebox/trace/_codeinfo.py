@@ -6,6 +6,7 @@ import dis
 import inspect
 import types
 
+from tracebox.trace._effects import Effect, line_effects
 from tracebox.trace.model import FrameInfo
 from tracebox.trace.settings import _OWN_DIR, Settings
 
@@ -41,6 +42,7 @@ class CodeInfo:
     __slots__ = (
         "_line_at",
         "code",
+        "effects",
         "enabled",
         "fallthrough",
         "first_resume",
@@ -76,6 +78,10 @@ class CodeInfo:
         # branch, a loop back-edge, an exception handler): it gets an arc. User code only.
         self.fallthrough = _fallthrough_pairs(code) if kind == USER else frozenset()
         self.pure = _pure_lines(code) if kind == USER else frozenset()
+        # What each line of a function can change (module and class bodies: unknown).
+        self.effects: dict[int, Effect] = (
+            line_effects(code) if kind == USER and self.names is None else {}
+        )
         self._line_at: dict[int, int | None] | None = None
 
     def line_at(self, offset: int) -> int | None:

@@ -13,6 +13,7 @@ import types
 from typing import Any
 
 from tracebox.trace._codeinfo import CodeInfo
+from tracebox.trace._effects import Effect
 from tracebox.trace._locals import FrameState, LocalsDiffer
 from tracebox.trace._units import Units
 from tracebox.trace.model import Counts, FrameInfo, Row, Truncation, TruncationReason, Value
@@ -159,14 +160,23 @@ class Collector(Counter):
         self.lines += 1
         hits = info.hits
         count = hits[line] = hits.get(line, 0) + 1
-        prev, st.prev_line, st.raised = st.prev_line, line, False
+        prev, st.prev_line = st.prev_line, line
         arc = (prev, line) if prev and (prev, line) not in info.fallthrough else None
-        # Only a pure line ran since this frame's last step, and no Python frame started
-        # (which would have been a call): its lists and dicts are as they were.
-        pure = st.calls == self.calls and prev in info.pure
-        st.calls = self.calls
-        ns = frame.f_globals if info.module else frame.f_locals
-        changed, deleted = self.differ.diff(st, ns, info.names, pure)
+        # Only line prev ran since this frame's last step, and no Python frame started
+        # (which would have been a call): what it can change is known from its bytecode.
+        delta = None
+        if st.calls == self.calls:
+            effect = info.effects.get(prev)
+            if effect is not None and not st.raised:
+                delta = self.differ.confined(st, frame, effect)
+            pure = prev in info.pure
+        else:
+            st.calls, pure = self.calls, False
+        st.raised = False
+        if delta is None:
+            ns = frame.f_globals if info.module else frame.f_locals
+            delta = self.differ.diff(st, ns, info.names, pure)
+        changed, deleted = delta
         row = ("line", st.fid, st.depth, line, count, changed, deleted, None, arc)
         if changed is None and not self._held and len(self.rows) < self._max_rows:
             self.rows.append(row)  # the common step: nothing rendered, nothing to release
@@ -202,7 +212,11 @@ class Collector(Counter):
             return
         self.returns += 1
         self.depth -= 1
-        changed, deleted = self._diff(st, frame, info)
+        # Only the line of its last step ran since: what it can change is known.
+        effect = (
+            info.effects.get(st.prev_line) if st.calls == self.calls and not st.raised else None
+        )
+        changed, deleted = self._diff(st, frame, info, effect)
         v = None if kind == 2 else self._transient_value(value)
         self._add(("return", st.fid, st.depth, frame.f_lineno, 0, changed, deleted, v, None))
         if kind != 1 and self.recording:  # a cut at this step has let go of every frame
@@ -271,8 +285,14 @@ class Collector(Counter):
         return st
 
     def _diff(
-        self, st: FrameState, frame: types.FrameType, info: CodeInfo
+        self, st: FrameState, frame: types.FrameType, info: CodeInfo, effect: Effect | None = None
     ) -> tuple[dict[str, Value] | None, tuple[str, ...] | None]:
+        # (confined is called from here, not from leave: the recorder's stack depth per
+        # event stays what it was, so a program at its recursion limit is cut as before)
+        if effect is not None:
+            delta = self.differ.confined(st, frame, effect)
+            if delta is not None:
+                return delta
         st.calls = self.calls
         ns = frame.f_globals if info.module else frame.f_locals
         return self.differ.diff(st, ns, info.names)

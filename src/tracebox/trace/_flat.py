@@ -15,6 +15,7 @@ __all__ = ["ATOMS", "FlatItems"]
 
 ATOMS = frozenset({int, float, bool, type(None)})  # rendered by repr() alone
 _FLAT = ATOMS | {str, tuple}
+_FLAT_ITEMS = ATOMS | {str}  # what a tuple kept by identity holds
 _INT_LIMIT = 1 << 10_000  # ints up to ~3000 digits go through repr() in one piece
 _CACHE_SIZE = 4096
 _PAIR = "{}: {}".format
@@ -59,6 +60,21 @@ class FlatItems:
             if not (vtypes <= ATOMS and _numbers_fit(list(obj.values()), vtypes)):
                 return None
         return repr(obj)
+
+    def tuple_text(self, obj: tuple[Any, ...]) -> str | None:
+        """``repr(obj)`` of a tuple of numbers and strings whose repr is at most max_chars
+        long, which is what rendering it item by item gives (None: not such a tuple)."""
+        hit = self._texts.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            text = hit[1]
+        else:
+            if len(obj) > self.max_items or not _FLAT_ITEMS.issuperset(map(type, obj)):
+                return None
+            try:
+                text = repr(obj)
+            except ValueError:  # an int too long for repr(): the general path marks it
+                return None
+        return text if len(text) <= self.max_chars else None
 
     def _texts_of(self, items: list[Any], depth: int) -> list[str] | None:
         types_ = set(map(type, items))

@@ -115,6 +115,9 @@ class Renderer:
         self._cut = False
         self._path: set[int] = set()
         self._flat = FlatItems(max_chars, max_depth, max_items)
+        # The last top-level container cut by item count: (text before the cut marker,
+        # items shown, closing): its text for another length is known (see ``more_items``).
+        self.pieces: tuple[str, int, str] | None = None
 
     # -- identity -------------------------------------------------------------------------
     def value(self, obj: object) -> Value:
@@ -139,6 +142,20 @@ class Renderer:
         self._holds[addr] = self._holds.get(addr, 0) + 1
         return _new_value(Value, (text, name, oid, cut))
 
+    def flat_tuple(self, obj: tuple[Any, ...]) -> Value | None:
+        """``value(obj)`` for a tuple of numbers and short strings (most tuples), made
+        without the general machinery; None: another tuple."""
+        text = self._flat.tuple_text(obj)
+        if text is None:
+            return None
+        addr = id(obj)
+        oid = self._ids.get(addr)
+        if oid is None:
+            oid = self._ids[addr] = self._next_id
+            self._next_id += 1
+        self._holds[addr] = self._holds.get(addr, 0) + 1
+        return _new_value(Value, (text, "tuple", oid, False))
+
     def release(self, obj: object) -> None:
         """The recorder no longer shows ``obj`` (one ``value`` call's worth)."""
         addr = id(obj)
@@ -155,11 +172,22 @@ class Renderer:
     def text(self, obj: object) -> tuple[str, bool]:
         """Bounded, address-free repr, and whether anything was cut."""
         self._cut = False
+        self.pieces = None
         s = self._render(obj, 0)
         if len(s) > self.max_chars + _SLACK:  # parts are bounded already; this bounds the sum
-            s = f"{s[: self.max_chars]}...<cut: {len(s) - self.max_chars} more chars>"
+            s = self._clip(s)
             self._cut = True
         return s, self._cut
+
+    def _clip(self, s: str) -> str:
+        return f"{s[: self.max_chars]}...<cut: {len(s) - self.max_chars} more chars>"
+
+    def more_items(self, pieces: tuple[str, int, str], n: int) -> str:
+        """The text of a container rendered as ``pieces`` said, now ``n`` items long with
+        the same items shown (what ``text`` gives; the value is cut)."""
+        head, shown, closing = pieces
+        s = f"{head}...<cut: {n - shown} more items>{closing}"
+        return self._clip(s) if len(s) > self.max_chars + _SLACK else s
 
     def _render(self, obj: Any, depth: int) -> str:
         t = type(obj)
@@ -221,14 +249,16 @@ class Renderer:
             finally:
                 self._path.discard(id(obj))
         inner, shown = _take(parts, self.max_chars)
+        if base is deque and obj.maxlen is not None:
+            closing = f"], maxlen={obj.maxlen})"
         if shown < n:
             self._cut = True
+            if shown and depth == 0:
+                self.pieces = (f"{opening}{inner}, ", shown, closing)
             more = f"...<cut: {n - shown} more items>" if shown else f"...<cut: {n} items>"
             inner = f"{inner}, {more}" if shown else more
         elif base is tuple and n == 1:
             inner += ","
-        if base is deque and obj.maxlen is not None:
-            closing = f"], maxlen={obj.maxlen})"
         return f"{opening}{inner}{closing}"
 
     def _items(self, head: list[Any], pairs: bool, depth: int) -> list[str]:
