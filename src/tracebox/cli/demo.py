@@ -1,4 +1,5 @@
-"""``tracebox demo``: a short tour of one session: persistent state, limits, blocked escapes."""
+"""``tracebox demo``: a short tour: persistent state, limits, blocked escapes, a traced run,
+checkpoint/restore/fork, and verdicts that reward hacks cannot fake."""
 
 from __future__ import annotations
 
@@ -186,6 +187,90 @@ def _demo_memory(d: _Demo) -> None:
     )
 
 
+def _demo_trace(d: _Demo) -> None:
+    d.section("5 · Every step recorded")
+    code = (
+        "def total(n):\n    t = 0\n    for i in range(n):\n        t += i\n    return t\n\ntotal(3)"
+    )
+    for line in Syntax(code, "python", theme="ansi_dark").highlight(code).split("\n"):
+        out.print(Text("  ").append_text(line))
+    r = d.session.run(code, trace="full")
+    trace = r.trace
+    if trace is None:
+        d.expect(False, "", f"no trace came back: {r.trace_error}")
+        return
+    counts = {k: v for k, v in trace.step_counts().items() if v is not None}
+    d.note(f"counts: {counts}")
+    for frame in trace.to_cwm()[3:8]:
+        action = frame["action"].strip()
+        d.note(f"{frame['event']:<6} {action:<16} {frame['locals']}")
+    cur = trace.cursor()
+    cur.run_to(where=lambda v: v.function == "total" and v.locals.get("i") == "2")
+    d.note(f"cursor: run_to(i == 2) → line {cur.step.line}, t = {cur.value('t')}")
+    d.expect(
+        r.value == "3" and counts.get("steps") == len(trace) and cur.value("t") == "1",
+        "traced inside the sandbox: counts, CWM frames, a debugger cursor",
+        "the trace does not match the program",
+    )
+
+
+def _demo_checkpoint(d: _Demo) -> None:
+    s = d.session
+    d.section("6 · Checkpoint, break, restore; fork")
+    cp = s.checkpoint()
+    d.note("checkpoint taken")
+    d.step("Wreck the state and the files:", "del area\nradius = None\nopen('notes.txt', 'w')")
+    s.restore(cp)
+    d.note("restored")
+    r = d.step("Everything is back:", "radius, area(radius)")
+    d.expect(r.value == "(3, 28.27)", "the checkpoint brought it all back", "restore failed")
+    kids = s.fork(2)
+    for k, kid in enumerate(kids):
+        kid.run(f"radius = {k + 10}")
+    values = [kid.run("radius").value for kid in kids]
+    d.note(f"fork(2): the children set radius to {values}; the parent still has")
+    r = d.step("The parent's own state:", "radius")
+    d.expect(
+        values == ["10", "11"] and r.value == "3",
+        "forked sessions are independent",
+        f"forked sessions leaked into each other: {values}, {r.value}",
+    )
+    for kid in kids:
+        kid.close()
+
+
+def _demo_verify(d: _Demo) -> None:
+    from tracebox.verify import FunctionProblem, Verifier, VerifyConfig
+
+    d.section("7 · Verdicts that reward hacks cannot fake")
+    problem = FunctionProblem(
+        task_id="demo/add",
+        prompt="def add(a, b):\n",
+        entry_point="add",
+        test="def check(candidate):\n    assert candidate(2, 3) == 5\n"
+        "    assert candidate(-1, 1) == 0\n",
+    )
+    candidates = {
+        "an honest solution": ("    return a + b\n", True),
+        "sys.exit(0) before the tests": ("    import sys\n    sys.exit(0)\n", False),
+        "an object equal to everything": (
+            "    class Always:\n        def __eq__(self, other):\n            return True\n"
+            "    return Always()\n",
+            False,
+        ),
+    }
+    with Verifier(config=VerifyConfig(cpu_seconds=1)) as v:
+        for name, (completion, should_pass) in candidates.items():
+            verdict = v.check(problem, completion)
+            tests = ", ".join(t.status for t in verdict.tests)
+            d.note(f"{name}: {verdict.status} ({tests})")
+            d.expect(
+                verdict.passed == should_pass and verdict.status != "sandbox_error",
+                f"{name}: {'passes' if should_pass else 'fails'}, as it should",
+                f"{name} was judged {verdict.status}",
+            )
+
+
 def demo() -> None:
     """A short tour: persistent state, limits, and blocked escapes. Exit 1 if anything leaks."""
     started = time.monotonic()
@@ -199,7 +284,11 @@ def demo() -> None:
                 f"pid {c.get('pid')}, seccomp {'on' if c.get('seccomp') else 'OFF'}, network "
                 f"interfaces {', '.join(c.get('net_interfaces', []))}"
             )
-            for part in (_demo_state, _demo_timeout, _demo_escapes, _demo_memory):
+            parts = (
+                _demo_state, _demo_timeout, _demo_escapes, _demo_memory,
+                _demo_trace, _demo_checkpoint, _demo_verify,
+            )  # fmt: skip
+            for part in parts:
                 part(d)
     except TraceboxError as exc:
         raise sandbox_failure(exc) from None
@@ -210,5 +299,6 @@ def demo() -> None:
         raise typer.Exit(1)
     out.print(
         f"[bold green]✔ all {d.passed} checks behaved[/]: state persisted, a timeout and a "
-        f"memory bomb were contained, every escape was blocked ({took:.1f} s)"
+        f"memory bomb were contained, every escape was blocked, the run was traced, "
+        f"restored and forked, and reward hacks failed ({took:.1f} s)"
     )
