@@ -3,6 +3,7 @@ programs, threads, and a recorder bug that must not become the program's failure
 
 from __future__ import annotations
 
+import gc
 import sys
 import textwrap
 import threading
@@ -184,3 +185,12 @@ def test_the_public_surface_is_sorted_and_resolves() -> None:
     assert list(trace.__all__) == sorted(trace.__all__)
     for name in trace.__all__:
         assert getattr(trace, name) is not None, name
+
+
+def test_full_collections_are_rarer_while_a_full_trace_grows_and_restored_after() -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    record(lambda: seen.append(gc.get_threshold()), {"mode": "full", "files": (__file__,)})
+    record(lambda: seen.append(gc.get_threshold()), {"mode": "steps", "files": (__file__,)})
+    assert seen == [(before[0], before[1], before[2] * 100), before]
+    assert gc.get_threshold() == before
