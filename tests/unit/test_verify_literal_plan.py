@@ -122,4 +122,28 @@ def test_a_malformed_helper_answer_is_refused(answer: object) -> None:
 def test_a_well_formed_helper_answer() -> None:
     err = {"type": "E", "message": "m", "traceback": ""}
     answer = [("ok", b"x", 0.5), ("error", err, 0.0)]
-    assert _items(answer, 2) == answer
+    assert _items(answer, 2) == [(*item, None, None) for item in answer]
+    assert _items(answer, 2, traced=True) is None  # no step counts
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [("ok", b"x", 0.0)],  # no step count
+        [("ok", b"x", 0.0, None, None)],
+        [("ok", b"x", 0.0, -1, None)],
+        [("ok", b"x", 0.0, 1.0, None)],
+        [("ok", b"x", 0.0, True, None)],
+        [("ok", b"x", 0.0, 3, "bored")],
+        [("ok", b"x", 0.0, 3, None, None)],
+    ],
+)
+def test_a_malformed_traced_helper_answer_is_refused(answer: object) -> None:
+    assert _items(answer, 2, traced=True) is None
+
+
+def test_a_well_formed_traced_helper_answer() -> None:
+    err = {"type": "E", "message": "m", "traceback": ""}
+    answer = [("ok", b"x", 0.5, 12, None), ("error", err, 0.0, 40, "recursion_limit")]
+    assert _items(answer, 2, traced=True) == answer
+    assert _items(answer, 2) is None

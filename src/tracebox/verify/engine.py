@@ -14,8 +14,9 @@ test code does with the exception it gets.
 
 A literal test (``assert candidate(1, [2]) == 3`` and the like: ``verify._plan``) needs no
 test code: the host makes the call and compares the plain data it gets back itself, with the
-same ``==``; untraced, all of a candidate's literal calls go in one call of a helper in its
-sandbox (``verify.functions``), made again one by one if that call does not complete.
+same ``==``; untraced or with step counts, all of a candidate's literal calls go in one call
+of a helper in its sandbox (``verify.functions``; each call under its own step counter), made
+again one by one if that call does not complete.
 
 A test passes only on a positive record: the test code ran to its end in its sandbox, which
 reports every test's outcome with a token that only the host knows (or, for a literal test,

@@ -8,12 +8,14 @@ returned something that is not plain data ends the test with that outcome, whate
 test code does with the exception it gets.
 
 Literal tests (``_plan.Plan.host_tests``) need no test code: the host calls the candidate
-and checks the value itself. Untraced (``VerifyConfig.trace`` None), all their calls go to
-the candidate's sandbox in one call of a helper (``_BATCH``) defined there after the
-candidate's code; with a trace, each is one ``Session.call`` as before (a step count, and
-lines, per test must come from the tracer, one call each). See ``_FunctionAttempt._batched``
-for why the helper, which the candidate can patch like anything in its process, cannot make
-a verdict wrong.
+and checks the value itself. Untraced, or with step counts (``VerifyConfig.trace`` None or
+``"steps"``), all their calls go to the candidate's sandbox in one call of a helper
+(``_BATCH``) defined there after the candidate's code; with step counts the helper records
+each call under its own recorder, as the worker records a traced ``Session.call``, and sends
+each call's count. With coverage or full traces (or ``keep_traces``) each call is one traced
+``Session.call`` (the lines, or the trace, of each call come from the worker). See
+``_FunctionAttempt._batched`` for why the helper, which the candidate can patch like anything
+in its process, cannot make a verdict wrong.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import builtins
 import contextlib
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from tracebox.errors import NameNotFound, TraceboxError, TransferError
 from tracebox.session import transfer
 from tracebox.session.session import Session
 from tracebox.trace.config import TraceConfig
+from tracebox.trace.model import TruncationReason
 from tracebox.types import CallResult, ErrorInfo, RunResult
 from tracebox.verify import _plan
 from tracebox.verify._outcome import Record, classify, is_final, status_of, tracer_failed
@@ -209,11 +212,22 @@ class _FunctionAttempt:
         units = self.plan.host_tests
         if not units:
             return {}
-        if self.v._trace is None:
+        if self._batch_trace() is not False:
             got = self._batched(units)
             if got is not None:
                 return got
         return self._one_by_one(units)
+
+    def _batch_trace(self) -> dict[str, Any] | bool | None:
+        """The trace settings the batch helper records each call with (None: untraced);
+        False when the calls cannot be batched: a trace the helper cannot give per call
+        (coverage or full traces, ``keep_traces``) needs a ``Session.call`` per call."""
+        trace = self.v._trace
+        if trace is None:
+            return None
+        if trace.mode != "steps" or self.cfg.keep_traces:
+            return False
+        return trace.to_wire()
 
     def _one_by_one(self, units: tuple[_plan.Unit, ...]) -> dict[int, Outcome]:
         """Each call through ``forward``, as the test code would make it."""
@@ -249,7 +263,11 @@ class _FunctionAttempt:
         without batching; ``cpu_seconds`` splits the helper calls' measured CPU by the
         helper's own per-call times (the total is measured, the split is reported by the
         candidate's process), ``peak_memory_mb`` is the helper call's peak and ``steps``
-        is None (untraced).
+        is None untraced, else the count of the recorder the helper ran the call under: the
+        count ``Session.call`` gives (same settings, same stack depth, the helper's own code
+        not counted; a count cut short, as at the recursion limit, stands as it would). Step
+        counts come from a recorder in the candidate's process either way, so a candidate
+        can falsify its own counts with or without batching; its verdicts it cannot.
         """
         out: dict[int, Outcome] = {}
         why = self._define_batch()
@@ -286,6 +304,8 @@ class _FunctionAttempt:
         if self.spent_cpu >= cfg.sample_cpu_seconds or self.spent_wall >= self.wall_budget:
             return "the sample's time budget"
         assert self.cand is not None
+        trace = self._batch_trace()
+        assert trace is not False
         calls = []
         for u in todo:
             assert u.literal is not None
@@ -299,6 +319,7 @@ class _FunctionAttempt:
                 cfg.cpu_seconds * _CHUNK_SHARE,
                 lim.max_transfer_bytes,
                 lim.max_value_chars,
+                trace,
             )
         except TraceboxError as exc:
             return f"{type(exc).__name__}: {exc}"
@@ -307,13 +328,13 @@ class _FunctionAttempt:
         self.spent_cpu += r.cpu_seconds
         if r.status != "ok":
             return f"{r.status}: {r.error.type if r.error else '?'}"
-        items = _items(r.returned, len(calls))
+        items = _items(r.returned, len(calls), traced=trace is not None)
         if items is None:
             return "the helper's answer is malformed"
         if self.spent_cpu >= cfg.sample_cpu_seconds or self.spent_wall >= self.wall_budget:
             return "the sample's time budget"  # some call may have started after it ran out
-        total = sum(cpu for _, _, cpu in items)
-        for u, (kind, payload, cpu) in zip(todo, items, strict=False):
+        total = sum(item[2] for item in items)
+        for u, (kind, payload, cpu, steps, _) in zip(todo, items, strict=False):
             assert u.literal is not None
             rec = self.record(u.index)
             rec.calls += 1
@@ -321,8 +342,8 @@ class _FunctionAttempt:
             rec.cpu += r.cpu_seconds * share
             if r.peak_memory_mb is not None:
                 rec.peak = max(rec.peak or 0.0, r.peak_memory_mb)
-            if kind != "missing":  # as ``Record.account`` (untraced) of a call made
-                rec.steps = None
+            if kind != "missing":  # as ``Record.account`` of a call made
+                rec.steps = None if steps is None or rec.steps is None else rec.steps + steps
             outcome = self._judge(u.literal, rec, kind, payload)
             if outcome is not None:
                 out[u.index] = outcome
@@ -484,16 +505,29 @@ it, and then the calls are made one by one, each under its own limit."""
 # and ``bounded_repr``, then pickling), for each call in turn. It lives in a namespace of its
 # own (real builtins; the candidate's globals cannot shadow its names) and looks the
 # functions up in the candidate's namespace, as ``Session.call`` does. KeyboardInterrupt and
-# MemoryError end the helper's call (a limit, or the candidate's doing): a fallback. The
-# candidate's function runs one frame deeper than under ``Session.call`` (the helper's).
+# MemoryError end the helper's call (a limit, or the candidate's doing): a fallback.
+#
+# With ``trace`` (``TraceConfig.to_wire()``, steps mode) each call runs under its own
+# ``Recorder``, built as the worker builds a traced call's (``Settings.from_wire``), and is
+# made as the worker makes it: through a lambda, so the candidate's function runs exactly as
+# deep in the stack as under ``Session.call`` (what a recursion limit sees). The helper's code
+# is compiled as ``<tracebox-batch>``, which the verifier's settings do not count (their
+# ``include`` is the default, ``<cell-*``; no ``trace_libraries``), so a call counts the
+# candidate's steps only: the count ``Session.call`` gives.
+# A recorder that cannot start ends the helper's call (a fallback). Untraced, the candidate's
+# function runs one frame deeper than under ``Session.call`` (the helper's).
+_BATCH_FILE = "<tracebox-batch>"
 _BATCH_SOURCE = """\
 import pickle, time
+from tracebox.trace.recorder import Recorder
+from tracebox.trace.settings import Settings
 from tracebox.worker.cell import bounded_repr, describe
 
 def make(ns):
-    def batch(calls, budget, max_bytes, max_chars):
+    def batch(calls, budget, max_bytes, max_chars, trace=None):
         out = []
         sent = 0
+        settings = None if trace is None else Settings.from_wire(trace)
         cpu0, wall0 = time.process_time(), time.monotonic()
         for name, args, kwargs in calls:
             if out and (time.process_time() - cpu0 > budget
@@ -502,54 +536,92 @@ def make(ns):
             t0 = time.process_time()
             fn = ns.get(name)
             if fn is None:
-                out.append(("missing", None, time.process_time() - t0))
+                out.append(("missing", None, time.process_time() - t0) + counted(None, settings))
                 continue
+            rec = None
+            if settings is not None:
+                rec = Recorder(settings)
+                rec.start()
             try:
-                value = fn(*args, **kwargs)
+                try:
+                    if rec is None:
+                        value = fn(*args, **kwargs)
+                    else:
+                        value = (lambda: fn(*args, **kwargs))()
+                finally:
+                    if rec is not None:
+                        rec.stop()
             except (KeyboardInterrupt, MemoryError):
                 raise
             except BaseException as exc:
                 tb = exc.__traceback__
-                exc = describe(exc.with_traceback(tb.tb_next if tb else None))
-                out.append(("error", exc, time.process_time() - t0))
+                while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+                    tb = tb.tb_next
+                exc = describe(exc.with_traceback(tb))
+                out.append(("error", exc, time.process_time() - t0) + counted(rec, settings))
                 continue
             bounded_repr(value, max_chars)
             try:
                 data = pickle.dumps(value, protocol=5)
             except Exception as exc:
-                out.append(("unpicklable", describe(exc), time.process_time() - t0))
+                out.append(("unpicklable", describe(exc), time.process_time() - t0)
+                           + counted(rec, settings))
                 continue
             finally:
                 value = None
             if len(data) > max_bytes:
-                out.append(("too_large", len(data), time.process_time() - t0))
+                out.append(("too_large", len(data), time.process_time() - t0)
+                           + counted(rec, settings))
             else:
                 sent += len(data)
-                out.append(("ok", data, time.process_time() - t0))
+                out.append(("ok", data, time.process_time() - t0) + counted(rec, settings))
             data = None
         return out
     return batch
+
+def counted(rec, settings):
+    if settings is None:
+        return ()
+    if rec is None:
+        return (0, None)
+    trace = rec.trace()
+    cut = trace.truncation
+    return (trace.counts.steps, None if cut is None else cut.reason)
 """
 
 _DEFINE_BATCH = (
-    f"{_BATCH} = (lambda scope: (exec({_BATCH_SOURCE!r}, scope), scope['make'](globals()))[1])"
-    "({'__builtins__': __import__('builtins')})\n"
+    f"{_BATCH} = (lambda scope: (exec(compile({_BATCH_SOURCE!r}, {_BATCH_FILE!r}, 'exec'), "
+    f"scope), scope['make'](globals()))[1])"
+    f"({{'__builtins__': __import__('builtins'), '__file__': {_BATCH_FILE!r}}})\n"
 )
 
 _KINDS = frozenset({"ok", "missing", "error", "unpicklable", "too_large"})
+_CUTS = frozenset(get_args(TruncationReason))
 
 
-def _items(value: object, n: int) -> list[tuple[str, Any, float]] | None:
+Item = tuple[str, Any, float, int | None, str | None]
+
+
+def _items(value: object, n: int, *, traced: bool = False) -> list[Item] | None:
     """The helper's answer if it has the helper's shape: 1 to ``n`` ``(kind, payload,
-    cpu)``, each payload of its kind's type."""
+    cpu)``, each payload of its kind's type; traced, ``(kind, payload, cpu, steps,
+    truncation)`` (a step count, and why the recorder cut its recording, if it did).
+    Returned as the traced shape (steps and truncation None when untraced)."""
     if not isinstance(value, list) or not 1 <= len(value) <= n:
         return None
-    items = []
+    items: list[Item] = []
     for item in value:
-        if not (isinstance(item, tuple) and len(item) == 3 and item[0] in _KINDS):
+        if not (isinstance(item, tuple) and len(item) == (5 if traced else 3)):
             return None
-        kind, payload, cpu = item
-        if type(cpu) is not float or not 0.0 <= cpu < 1e9:
+        kind, payload, cpu, *counted = item
+        if kind not in _KINDS or type(cpu) is not float or not 0.0 <= cpu < 1e9:
+            return None
+        steps, cut = counted or (None, None)
+        if traced and not (
+            type(steps) is int
+            and 0 <= steps < 1 << 62
+            and (cut is None or (type(cut) is str and cut in _CUTS))
+        ):
             return None
         ok = {
             "ok": type(payload) is bytes,
@@ -564,7 +636,7 @@ def _items(value: object, n: int) -> list[tuple[str, Any, float]] | None:
             )
         if not ok:
             return None
-        items.append((kind, payload, cpu))
+        items.append((kind, payload, cpu, steps, cut))
     return items
 
 
