@@ -112,6 +112,10 @@ class RunResult(_Frozen):
     """High-water mark of the session's memory during the run (None when unmeasurable)."""
     session_alive: bool = True
     """False when the run ended the worker; the session is then dead."""
+    exit_signal: str | None = None
+    """For ``killed``: the signal the worker died of (``SIGKILL``, ``SIGSEGV`` ...), when the
+    runtime did not send it: the program itself or another of its processes, a limit the
+    program lowered, or something outside the sandbox."""
     trace: TraceField = None
     """The recording of a run made with ``trace=``: partial (with ``error`` set to the
     ``KeyboardInterrupt``) when a time limit interrupted it; None when the run was not

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -138,10 +140,22 @@ def test_worker_exit_is_reported_as_killed(rt: Runtime) -> None:
         assert r.status == "killed" and not r.session_alive
         assert r.stdout == "bye\n"
         assert r.error is not None and "exited with status 3" in r.error.message
+        assert r.exit_signal is None
     with rt.session() as s:
         r = s.run("import ctypes\nctypes.string_at(0)")
         assert r.status == "killed"
         assert r.error is not None and "SIGSEGV" in r.error.message
+        assert r.exit_signal == "SIGSEGV"
+
+
+def test_a_worker_killed_from_outside_says_so(rt: Runtime) -> None:
+    with rt.session() as s:
+        killer = threading.Timer(0.3, lambda: os.kill(s._worker.pid, signal.SIGKILL))
+        killer.start()
+        r = s.run("import time\ntime.sleep(5)")
+        killer.join()
+        assert (r.status, r.exit_signal) == ("killed", "SIGKILL")
+        assert r.error is not None and r.error.type == "WorkerDied"
 
 
 def test_memory_error_keeps_the_session(rt: Runtime) -> None:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tracebox.session import transfer
 from tracebox.session.output import Capture, OutputCallback
-from tracebox.session.process import WorkerProcess
+from tracebox.session.process import WorkerProcess, describe_status
 from tracebox.types import ErrorInfo, Limits
 from tracebox.worker.protocol import FrameError, FrameReader, encode
 
@@ -82,6 +82,7 @@ class Exchange:
     killed: str | None = None  # why the host killed the worker: "cpu", "wall" or "protocol"
     death: str | None = None  # why the worker is gone, if it is
     oom: bool = False
+    exit_signal: str | None = None  # the signal the worker died of, when nobody here sent it
     notes: list[str] = field(default_factory=list)
 
 
@@ -174,7 +175,8 @@ class Channel:
             w.kill()
             w.wait_exited(EXIT_WAIT)
             if ex.killed is None:
-                ex.death = w.describe_exit(EXIT_WAIT)
+                status = w.exit_status(w.ns_pid, EXIT_WAIT)
+                ex.death, ex.exit_signal = describe_status(status), w.exit_signal(status)
         elif settle:
             w.settle()
         for fd, cap in ((w.stdout, out), (w.stderr, err)):

@@ -139,8 +139,14 @@ class WorkerProcess:
                 return None
             wait_readable([self.exits], left)
 
-    def describe_exit(self, timeout: float) -> str:
-        return describe_status(self.exit_status(self.ns_pid, timeout))
+    def exit_signal(self, status: int | None) -> str | None:
+        """The name of the signal a wait status says the process died of, if any."""
+        if status is None or not os.WIFSIGNALED(status):
+            return None
+        try:
+            return signal.Signals(os.WTERMSIG(status)).name
+        except ValueError:
+            return f"signal {os.WTERMSIG(status)}"
 
     def _read_exits(self) -> None:
         if self.exits < 0:

@@ -83,6 +83,7 @@ def result_of(
         kind = "ProtocolViolation" if ex.killed == "protocol" else "WorkerDied"
         error = ErrorInfo(type=kind, message=f"{ex.death}; the session is dead")
     return RunResult(
+        exit_signal=ex.exit_signal if status == "killed" else None,
         status=status,
         stdout=ex.stdout,
         stderr=ex.stderr,

@@ -32,7 +32,7 @@ def classify(r: RunResult) -> tuple[TestStatus, ErrorInfo | None]:
         # SIGKILL that the host did not send for a limit (those are "timeout"), nor the
         # cgroup's OOM killer (that is "memory"): someone outside killed the sandbox, or the
         # program did it itself (it can lower its own RLIMIT_CPU). A retry tells them apart.
-        if err.type == "WorkerDied" and "killed by SIGKILL" in err.message:
+        if err.type == "WorkerDied" and r.exit_signal == "SIGKILL":
             return "sandbox_error", ErrorInfo(type=WORKER_KILLED, message=err.message)
         return "error", err  # os._exit, a crash, a forged protocol frame: the program's
     return "sandbox_error", r.error
