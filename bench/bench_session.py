@@ -42,6 +42,7 @@ from rich.table import Table
 from common import (
     Summary,
     descendants,
+    git_revision,
     machine_facts,
     meminfo_kb,
     proc_memory,
@@ -155,22 +156,6 @@ def latency_table(title: str, rows: list[tuple[str, Summary | None, str]]) -> Ta
 
 
 # -- Jupyter ------------------------------------------------------------------------------------
-
-
-def git_revision() -> str:
-    """The commit measured, with "+dirty" when the working tree has changes ("?" outside git)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=HERE, text=True, capture_output=True, check=True, timeout=10
-        )
-        return done.stdout.strip()
-
-    try:
-        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "-uno")
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return head + ("+dirty" if dirty else "")
 
 
 def jupyter_versions() -> dict[str, str] | None:

@@ -46,7 +46,6 @@ import gc
 import importlib.metadata
 import json
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -59,7 +58,7 @@ from rich.console import Console
 from rich.table import Table
 
 import trace_workload
-from common import machine_facts, wait_idle
+from common import git_revision, machine_facts, wait_idle
 from tracebox.trace import Recorder, TraceConfig
 
 HERE = Path(__file__).resolve().parent
@@ -521,22 +520,6 @@ def print_results(rows: list[dict[str, Any]], b: Bench) -> None:
     )
     for r in rows:
         console.print(f"  {r['tracer']}: {r['note']}; records: {r['records_are']}")
-
-
-def git_revision() -> str:
-    """The commit measured, with "+dirty" when the working tree has changes ("?" outside git)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=HERE, text=True, capture_output=True, check=True, timeout=10
-        )
-        return done.stdout.strip()
-
-    try:
-        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "-uno")
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return head + ("+dirty" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:

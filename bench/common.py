@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ __all__ = [
     "Summary",
     "busy_fraction",
     "descendants",
+    "git_revision",
     "machine_facts",
     "meminfo_kb",
     "percentile",
@@ -246,3 +248,27 @@ def tracebox_cgroups(prefix: str = "") -> list[str]:
     dirs = glob.glob("/sys/fs/cgroup/*/tracebox/*/") + glob.glob("/sys/fs/cgroup/tracebox/*/")
     names = {os.path.basename(d.rstrip("/")) for d in dirs}
     return sorted(n for n in names if n.startswith(prefix))
+
+
+# -- provenance ---------------------------------------------------------------------------------
+
+
+def git_revision() -> str:
+    """The commit measured, with "+dirty" when the working tree has changes ("?" outside git)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=10,
+        )
+        return done.stdout.strip()
+
+    try:
+        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "-uno")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return head + ("+dirty" if dirty else "")

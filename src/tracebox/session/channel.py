@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tracebox.session import transfer
 from tracebox.session.output import Capture, OutputCallback
-from tracebox.session.process import WorkerProcess, describe_status
+from tracebox.session.process import WorkerProcess, describe_status, signal_name
 from tracebox.types import ErrorInfo, Limits
 from tracebox.worker.protocol import FrameError, FrameReader, encode
 
@@ -176,7 +176,7 @@ class Channel:
             w.wait_exited(EXIT_WAIT)
             if ex.killed is None:
                 status = w.exit_status(w.ns_pid, EXIT_WAIT)
-                ex.death, ex.exit_signal = describe_status(status), w.exit_signal(status)
+                ex.death, ex.exit_signal = describe_status(status), signal_name(status)
         elif settle:
             w.settle()
         for fd, cap in ((w.stdout, out), (w.stderr, err)):

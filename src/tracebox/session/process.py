@@ -39,14 +39,21 @@ class ExitNotice:
 def describe_status(status: int | None) -> str:
     if status is None:
         return "the worker ended (exit status unknown)"
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
+    name = signal_name(status)
+    if name is not None:
         return f"the worker was killed by {name}"
     return f"the worker exited with status {os.WEXITSTATUS(status)}"
+
+
+def signal_name(status: int | None) -> str | None:
+    """The name of the signal a wait status says the process died of, if any."""
+    if status is None or not os.WIFSIGNALED(status):
+        return None
+    sig = os.WTERMSIG(status)
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def wait_readable(fds: list[int], timeout: float) -> list[int]:
@@ -138,15 +145,6 @@ class WorkerProcess:
             if left <= 0 or self.exits < 0:
                 return None
             wait_readable([self.exits], left)
-
-    def exit_signal(self, status: int | None) -> str | None:
-        """The name of the signal a wait status says the process died of, if any."""
-        if status is None or not os.WIFSIGNALED(status):
-            return None
-        try:
-            return signal.Signals(os.WTERMSIG(status)).name
-        except ValueError:
-            return f"signal {os.WTERMSIG(status)}"
 
     def _read_exits(self) -> None:
         if self.exits < 0:
