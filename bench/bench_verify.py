@@ -184,6 +184,11 @@ def breakdown(rt: Runtime, n: int = 60) -> dict[str, float]:
         s.restore(cp)
         s.run("def f(x):\n    return x\n")
     out["restored_sandbox_ms"] = (time.process_time() + s._worker.cpu_seconds() - c0) / n * 1e3
+    s.restore(cp)
+    c0 = time.process_time() + s._worker.cpu_seconds()
+    for _ in range(n):  # a trial: the program and a call in a throwaway fork
+        s.trial(["def f(x):\n    return x\n"], [("f", (1,), {})])
+    out["trial_ms"] = (time.process_time() + s._worker.cpu_seconds() - c0) / n * 1e3
     s.close()
     return out
 
@@ -224,17 +229,32 @@ def main() -> None:
 
                 pid = v.runtime._template._proc.pid
                 label = f"tracebox/{fresh} w={w}"
-                by_workers[w][fresh] = measure(label, ours, args.idle_timeout, pid)
+                sb = v.sandboxes
+                before = (sb.spawned, sb.restored, sb.trials)
+                got = by_workers[w][fresh] = measure(label, ours, args.idle_timeout, pid)
+                after = (sb.spawned, sb.restored, sb.trials)
+                for key, now, then in zip(
+                    ("spawned", "restored", "trials"), after, before, strict=True
+                ):
+                    got[key] = now - then
 
         def theirs(w: int = w) -> tuple[list[dict[str, Any]], float]:
             return run_harness(items, w)
 
         by_workers[w]["harness"] = measure(f"harness w={w}", theirs, args.idle_timeout)
         for r in by_workers[w].values():
+            used = (
+                ""
+                if "trials" not in r
+                else (
+                    f"  sandboxes: {r['spawned']} spawned, {r['restored']} restored, "
+                    f"{r['trials']} trials"
+                )
+            )
             console.print(
                 f"  {r['label']:>22}: {r['samples_per_s']:7.1f} samples/s  "
                 f"CPU {r['cpu_ms_per_sample']:6.1f} ms/sample "
-                f"(machine-wide {r['machine_cpu_ms_per_sample']:6.1f})"
+                f"(machine-wide {r['machine_cpu_ms_per_sample']:6.1f}){used}"
             )
     # -- the table ---------------------------------------------------------------------------
     table = Table(
@@ -312,7 +332,7 @@ def main() -> None:
     console.print(
         f"\n[bold]where tracebox's time goes[/] (CPU, serial): "
         f"fresh sandbox {parts['fresh_sandbox_ms']:.1f} ms, restored "
-        f"{parts['restored_sandbox_ms']:.1f} ms; "
+        f"{parts['restored_sandbox_ms']:.1f} ms, a trial {parts['trial_ms']:.1f} ms; "
         f"candidate call {parts['call_ms']:.2f} ms ({parts['call_steps_ms']:.2f} ms with a "
         f"step count); tool round trip {parts['tool_round_trip_ms']:.2f} ms; call forwarded "
         f"through the test sandbox {parts['forwarded_call_ms']:.2f} ms; "

@@ -9,7 +9,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from tracebox.trace.model import Trace
 
-__all__ = ["CallResult", "ErrorInfo", "Limits", "RunResult", "RunStatus", "SessionState"]
+__all__ = [
+    "CallResult",
+    "ErrorInfo",
+    "Limits",
+    "RunResult",
+    "RunStatus",
+    "SessionState",
+    "Trial",
+]
 
 RunStatus = Literal["ok", "error", "timeout", "memory", "killed", "sandbox_error"]
 """How a run ended.
@@ -133,6 +141,37 @@ class CallResult(RunResult):
     repr, and whose ``returned`` is a copy of it (plain data only)."""
 
     returned: Any = None
+
+
+class Trial(_Frozen):
+    """The outcome of ``Session.trial``: cells and calls run in a throwaway copy of the
+    session, which itself is left as it was.
+
+    ``runs`` and ``calls`` hold one result per step the copy finished, in order; their
+    ``stdout``/``stderr`` are empty (the trial's output is here, as one stream) and their
+    CPU and wall times are the copy's own measure of the step."""
+
+    status: RunStatus
+    """How the copy ended: ``ok`` if it finished every step it was to run (whatever each
+    step's own status); else ``timeout``, ``memory``, ``killed`` or ``sandbox_error``, as for
+    a run, in the step after the last one in ``runs``/``calls``."""
+    runs: tuple[RunResult, ...] = ()
+    calls: tuple[CallResult, ...] = ()
+    error: ErrorInfo | None = None
+    """Why the copy ended early, when it did."""
+    stdout: str = ""
+    stderr: str = ""
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    peak_memory_mb: float | None = None
+    session_alive: bool = True
+    """False only when the trial ended the session's own worker (a hard time limit)."""
+    exit_signal: str | None = None
+    """For ``killed``: the signal the copy (or the worker) died of."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 class SessionState(enum.Enum):

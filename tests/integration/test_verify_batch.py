@@ -144,12 +144,29 @@ def test_the_retry_after_a_sandbox_error_gives_the_programs_verdict(
     assert any("WorkerKilled" in note for note in verdict.notes)
 
 
+def test_a_worker_killed_from_outside_during_a_trial_verifies_again(
+    runtime: Runtime, killer: threading.Event
+) -> None:
+    """``fresh="restore"`` runs the literal tests in a trial of the pristine sandbox; killed
+    from outside, the trial is not the program's outcome: the candidate is verified again
+    the usual way (a restored sandbox, the batch), with a note."""
+    with Verifier(runtime, VerifyConfig.model_validate({"retries": 0})) as v:
+        verdict = v.check(SLOW_LITERAL, SLOW)
+    assert killer.is_set()
+    assert (verdict.status, verdict.passed, verdict.attempts) == ("passed", True, 1)
+    assert [t.calls for t in verdict.tests] == [1, 1]
+    assert all(t.steps is not None and t.steps > 0 for t in verdict.tests)
+    assert any("trial did not complete" in note and "SIGKILL" in note for note in verdict.notes)
+    assert not any("one by one" in note for note in verdict.notes)
+
+
 def test_a_worker_killed_from_outside_during_a_batch_makes_the_calls_again(
     runtime: Runtime, killer: threading.Event
 ) -> None:
     """The literal calls' batch did not complete: every call again, one by one, in a fresh
     sandbox (as after any failure of the batch call); the kill is not the program's."""
-    with Verifier(runtime, VerifyConfig.model_validate({"retries": 0})) as v:
+    config = VerifyConfig.model_validate({"retries": 0, "fresh": "spawn"})  # no trials
+    with Verifier(runtime, config) as v:
         verdict = v.check(SLOW_LITERAL, SLOW)
     assert killer.is_set()
     assert (verdict.status, verdict.passed, verdict.attempts) == ("passed", True, 1)

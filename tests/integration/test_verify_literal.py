@@ -369,13 +369,18 @@ def test_with_step_counts_the_literal_calls_are_batched(
     traced: Verifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made: list[str] = []
-    call = Session.call
+    call, trial = Session.call, Session.trial
 
     def counting(self: Session, name: str, *args: Any, **kwargs: Any) -> Any:
         made.append(name)
         return call(self, name, *args, **kwargs)
 
+    def counting_trial(self: Session, cells: Any, calls: Any, **kwargs: Any) -> Any:
+        made.extend(name for name, _, _ in calls)
+        return trial(self, cells, calls, **kwargs)
+
     monkeypatch.setattr(Session, "call", counting)
+    monkeypatch.setattr(Session, "trial", counting_trial)
     v = traced.check(ADD, "    return a + b\n")
     assert v.passed and made == [functions._BATCH]
     assert [t.steps for t in v.tests] == [3, 3, 3] and v.steps == 9  # call, line, return

@@ -6,15 +6,22 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from tracebox.errors import ProtocolError
+from tracebox.errors import ProtocolError, TransferError
+from tracebox.session import transfer
 from tracebox.session.channel import Exchange
 from tracebox.session.journaling import digest
 from tracebox.trace.config import TraceConfig
 from tracebox.trace.model import Trace
 from tracebox.trace.settings import Mode
-from tracebox.types import ErrorInfo, Limits, RunResult, RunStatus
+from tracebox.types import CallResult, ErrorInfo, Limits, RunResult, RunStatus
 
-__all__ = ["journaled", "result_of", "trace_config", "unpack_trace"]
+__all__ = [
+    "call_result_of",
+    "journaled",
+    "result_of",
+    "trace_config",
+    "unpack_trace",
+]
 
 
 def unpack_trace(ex: Exchange, limit: int) -> Trace | str | None:
@@ -96,6 +103,35 @@ def result_of(
         trace=recorded if isinstance(recorded, Trace) else None,
         trace_error=recorded if isinstance(recorded, str) else None,
     )
+
+
+def call_result_of(
+    name: str, ex: Exchange, limits: Limits, *, alive: bool, recorded: Trace | str | None = None
+) -> CallResult:
+    """What a call's exchange amounts to: the returned value copied if it is plain data
+    (``session.transfer``), else an ``UntransferableValue`` error; a function that is not
+    there is a ``NameError``."""
+    r = ex.reply
+    why = None
+    if r is not None and r.status == "missing":
+        err = ErrorInfo(type="NameError", message=f"name {name!r} is not defined")
+        ex.reply = r.model_copy(update={"status": "error", "error": err})
+    elif r is not None and r.status == "too_large":
+        why = f"a value of {r.size} bytes pickled (Limits.max_transfer_bytes)"
+    elif r is not None and r.status == "unpicklable":
+        why = f"a value that cannot be pickled ({r.error.message if r.error else '?'})"
+    if why is not None:  # the call itself went fine: the result is what's wrong
+        ex.reply = r.model_copy(update={"status": "ok"})  # type: ignore[union-attr]
+    result = dict(result_of(ex, limits, alive=alive, recorded=recorded))
+    if why is None and result["status"] == "ok":
+        try:
+            return CallResult(**result, returned=transfer.loads_untrusted(ex.blob))
+        except TransferError as exc:
+            why = str(exc)
+    if why is not None:
+        error = ErrorInfo(type="UntransferableValue", message=f"{name}() returned {why}")
+        result.update(status="error", error=error)
+    return CallResult(**result)
 
 
 def journaled(result: RunResult) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import secrets
 import signal
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tracebox.errors import (
@@ -30,12 +30,20 @@ from tracebox.session.checkpoint import Checkpoint, Family
 from tracebox.session.journaling import JournalSink, digest
 from tracebox.session.output import OutputCallback
 from tracebox.session.process import WorkerProcess, wait_readable
-from tracebox.session.results import journaled, result_of, trace_config, unpack_trace
+from tracebox.session.results import (
+    call_result_of,
+    journaled,
+    result_of,
+    trace_config,
+    unpack_trace,
+)
 from tracebox.session.template import host_view_problems
+from tracebox.session.trial import Call, trial_of
+from tracebox.session.trial import request as trial_request
 from tracebox.trace.config import TraceConfig
 from tracebox.trace.model import Trace
 from tracebox.trace.settings import Mode
-from tracebox.types import CallResult, ErrorInfo, Limits, RunResult, SessionState
+from tracebox.types import CallResult, Limits, RunResult, SessionState, Trial
 from tracebox.worker.protocol import recv_blocking, send
 
 _RESTORE_WAIT = 30.0  # a restore forks the snapshot and rewrites the session's files
@@ -222,23 +230,46 @@ class Session:
         r = ex.reply
         if r is not None and r.status == "missing":
             raise NameNotFound(f"name {name!r} is not defined in session {self.id}")
-        why = None
-        if r is not None and r.status == "too_large":
-            why = f"a value of {r.size} bytes pickled (Limits.max_transfer_bytes)"
-        elif r is not None and r.status == "unpicklable":
-            why = f"a value that cannot be pickled ({r.error.message if r.error else '?'})"
-        if why is not None:  # the call itself went fine: the result is what's wrong
-            ex.reply = r.model_copy(update={"status": "ok"})  # type: ignore[union-attr]
-        result = dict(self._result(ex, recorded))
-        if why is None and result["status"] == "ok":
-            try:
-                return CallResult(**result, returned=transfer.loads_untrusted(ex.blob))
-            except TransferError as exc:
-                why = str(exc)
-        if why is not None:
-            error = ErrorInfo(type="UntransferableValue", message=f"{name}() returned {why}")
-            result.update(status="error", error=error)
-        return CallResult(**result)
+        alive = self._state is not SessionState.DEAD
+        return call_result_of(name, ex, self.limits, alive=alive, recorded=recorded)
+
+    def trial(
+        self,
+        cells: Sequence[str] = (),
+        calls: Sequence[Call] = (),
+        *,
+        trace: TraceConfig | Mode | None = None,
+        on_output: OutputCallback | None = None,
+        cpu_seconds: float | None = None,
+        wall_seconds: float | None = None,
+    ) -> Trial:
+        """Run ``cells``, then ``calls`` (``(name, args, kwargs)``), in a throwaway copy of
+        the session; the session itself is left exactly as it was: its state, its files,
+        its processes.
+
+        The copy is a fork of the worker, made and ended within one request, so a trial
+        costs one fork and no checkpoint: use it to try something and forget it (an undo
+        that needs no restore), or to run one candidate of many from the same start.
+        Cells run in order until one does not end ``ok``; then each call runs, its error
+        being its result, until one reaches a limit. ``Limits`` apply to the trial as a
+        whole; ``cpu_seconds`` and ``wall_seconds`` replace its time limits for this trial.
+        ``trace`` records every step (as ``run(trace=...)``). Tools cannot be called in a
+        trial.
+        """
+        lim = self.limits
+        if cpu_seconds is not None or wall_seconds is not None:
+            times = {"cpu_seconds": cpu_seconds or lim.cpu_seconds,
+                     "wall_seconds": wall_seconds or lim.wall_seconds}  # fmt: skip
+            lim = Limits.model_validate({**lim.model_dump(), **times})
+        wire = None if trace is None else trace_config(trace).to_wire()
+        msg, blob = trial_request(cells, calls, stateful=self.stateful, limits=lim, trace=wire)
+        with self._busy():
+            ex = self._exchange(msg, blob, on_output=on_output, limits=lim)
+            alive = self._state is not SessionState.DEAD
+            result = trial_of(ex, msg["steps"], lim, alive=alive)
+            self._log("trial", {"steps": len(msg["steps"]), "status": result.status,
+                                "trace": wire}, blob)  # fmt: skip
+        return result
 
     def put(self, name: str, value: object) -> None:
         """Bind ``name`` in the session's namespace to a copy of ``value`` (pickle protocol 5)."""
@@ -531,13 +562,16 @@ class Session:
         self,
         msg: dict[str, Any],
         blob: bytes = b"",
+        *,
         on_output: OutputCallback | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         settle: bool = True,
+        limits: Limits | None = None,
     ) -> Exchange:
         """One request to the live worker (ours: ``_busy`` made it so)."""
+        lim = limits or self.limits
         ex = self._family.channel.request(
-            msg, blob, limits=self.limits, on_output=on_output, tools=tools, settle=settle
+            msg, blob, limits=lim, on_output=on_output, tools=tools, settle=settle
         )
         if ex.death is not None:
             self._state = SessionState.DEAD

@@ -5,7 +5,9 @@
   pristine sandbox and a checkpoint of it taken before any candidate ran, and restores that
   checkpoint for each candidate (the interpreter, its files and its processes as they were);
   if the runtime has no checkpoints, or a candidate destroyed the checkpoint, it falls back
-  to spawning.
+  to spawning. With ``restore``, the pristine sandbox also runs trials (``pristine``):
+  ``Session.trial`` runs a candidate in a throwaway fork and leaves the sandbox as it was, so
+  no restore is needed after it.
 - Test sandboxes: one per thread, reused across problems (only dataset code runs there, in a
   fresh namespace each run); remade if it dies.
 
@@ -46,15 +48,19 @@ class _Thread:
 
 
 class Sandboxes:
-    def __init__(self, runtime: Runtime, config: VerifyConfig) -> None:
+    def __init__(self, runtime: Runtime, config: VerifyConfig, prelude: str = "") -> None:
         self.runtime = runtime
         self.config = config
+        self.prelude = prelude
+        """Code a pristine candidate sandbox runs before its checkpoint is taken."""
         self._threads: dict[int, _Thread] = {}
         self._lock = threading.Lock()
         self.spawned = 0
         """Candidate sandboxes started (fresh ones, and the pristine ones kept to restore)."""
         self.restored = 0
         """Candidate sandboxes made clean by restoring a checkpoint."""
+        self.trials = 0
+        """Pristine sandboxes handed out to run a trial in."""
 
     def _mine(self) -> _Thread:
         key = threading.get_ident()
@@ -113,6 +119,26 @@ class Sandboxes:
             setattr(self, what, getattr(self, what) + 1)
 
     def _restored(self, limits: Limits, stateful: bool) -> Session | None:
+        base = self._base(limits, stateful)
+        if base is not None:
+            base.dirty = True
+        return None if base is None else base.session
+
+    def pristine(self, limits: Limits) -> Session | None:
+        """This thread's pristine candidate sandbox, to run trials in (``Session.trial``
+        leaves it as it was); None unless ``fresh="restore"`` and the runtime has
+        checkpoints."""
+        if self.config.fresh != "restore":
+            return None
+        base = self._base(limits, stateful=True)
+        if base is None:
+            return None
+        self._count("trials")
+        return base.session
+
+    def _base(self, limits: Limits, stateful: bool) -> _Base | None:
+        """This thread's pristine sandbox for ``limits`` (made, or restored if a candidate
+        used it or it died since); None if that cannot be."""
         state = self._mine()
         key = (limits, stateful)
         base = state.bases.get(key)
@@ -125,8 +151,10 @@ class Sandboxes:
                     s.close()
                     return None
                 base = state.bases[key] = _Base(s, None)
+                if self.prelude and s.run(self.prelude).status != "ok":
+                    raise TraceboxError("the pristine sandbox's prelude failed")
                 base.checkpoint = take()
-            elif base.dirty:
+            elif base.dirty or base.session.state is SessionState.DEAD:
                 base.session.restore(base.checkpoint)
                 self._count("restored")
         except TraceboxError:  # the checkpoint is gone (the candidate can kill it): start over
@@ -134,8 +162,8 @@ class Sandboxes:
                 state.bases.pop(key, None)
                 base.session.close()
             return None
-        base.dirty = True
-        return base.session
+        base.dirty = False
+        return base
 
     def release(self, session: Session) -> None:
         """A candidate is done with ``session``: closed, or kept to be restored."""

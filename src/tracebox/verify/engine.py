@@ -111,7 +111,7 @@ class Verifier:
             hide=(*dataset_paths(), *cfg.hide),
         )
         self._trace = _trace_config(cfg)
-        self.sandboxes = Sandboxes(self.runtime, cfg)
+        self.sandboxes = Sandboxes(self.runtime, cfg, prelude=functions.PRELUDE)
 
     # -- sandboxes ---------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from tracebox.verify.results import TestResult, TestStatus, Verdict
 if TYPE_CHECKING:
     from tracebox.verify.engine import Verifier
 
-__all__ = ["verify"]
+__all__ = ["PRELUDE", "verify"]
 
 
 def verify(
@@ -218,6 +218,54 @@ class _FunctionAttempt:
                 return got
         return self._one_by_one(units)
 
+    def _trial(self) -> tuple[TestStatus, ErrorInfo | None, dict[int, Outcome]] | None:
+        """The program loaded and all the tests' calls made in one trial (``Session.trial``)
+        of the thread's pristine candidate sandbox, which then needs no restore: whether the
+        program loaded (and why not) and the tests' outcomes. Only when every test is a
+        literal one. None if that did not happen here (other tests, calls that cannot be
+        batched, no pristine sandbox) or not completely: a limit (the trial's CPU time is
+        a share of a call's, ``_TRIAL_SHARE``), a crash, calls left over; then everything
+        is done again the usual way, which decides each of those cases test by test.
+        """
+        units = self.plan.host_tests
+        if not units or len(units) < len(self.plan.tests) or self._batch_trace() is False:
+            return None  # other tests must see the state the literal tests' calls left
+        base = self.v.sandboxes.pristine(self.limits)
+        if base is None:
+            return None
+        todo = list(units)
+        cpu = self.cfg.cpu_seconds * _TRIAL_SHARE
+        try:
+            t = base.trial(
+                [self.program, _DEFINE_BATCH],
+                [(_BATCH, self._batch_args(todo), {})],
+                cpu_seconds=cpu,
+                wall_seconds=(4 * cpu + 2) * max(1.0, self.oversub),
+            )
+        except TraceboxError as exc:
+            self.notes.append(f"the trial failed ({type(exc).__name__}: {exc}); {_REDONE}")
+            return None
+        if t.status != "ok" or not t.runs:
+            why = f"{t.error.type}: {t.error.message}" if t.error else t.status
+            self.notes.append(f"the trial did not complete ({why}); {_REDONE}")
+            return None
+        load = t.runs[0]
+        if load.status not in ("ok", "error"):  # a limit of ours, not the sample's: redo
+            return None
+        self.spent_wall += t.wall_seconds
+        self.load_cpu, self.load_peak = load.cpu_seconds, load.peak_memory_mb
+        if load.status == "error":
+            return (*classify(load), {})
+        out: dict[int, Outcome] = {}
+        if t.runs[-1].status == "ok" and t.calls:
+            self.spent_cpu += t.calls[0].cpu_seconds
+            if self._answered(t.calls[0], todo, out) is None and not todo:
+                return "passed", None, out
+        self.records.clear()
+        self.spent_cpu = self.spent_wall = self.load_cpu = 0.0
+        self.load_peak = None
+        return None
+
     def _batch_trace(self) -> dict[str, Any] | bool | None:
         """The trace settings the batch helper records each call with (None: untraced);
         False when the calls cannot be batched: a trace the helper cannot give per call
@@ -304,6 +352,18 @@ class _FunctionAttempt:
         if self.spent_cpu >= cfg.sample_cpu_seconds or self.spent_wall >= self.wall_budget:
             return "the sample's time budget"
         assert self.cand is not None
+        t0 = time.monotonic()
+        try:
+            r = self.cand.call(_BATCH, *self._batch_args(todo))
+        except TraceboxError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            self.spent_wall += time.monotonic() - t0
+        self.spent_cpu += r.cpu_seconds
+        return self._answered(r, todo, out)
+
+    def _batch_args(self, todo: list[_plan.Unit]) -> tuple[Any, ...]:
+        """The helper's arguments for the calls of ``todo``."""
         trace = self._batch_trace()
         assert trace is not False
         calls = []
@@ -311,24 +371,18 @@ class _FunctionAttempt:
             assert u.literal is not None
             calls.append((u.literal.function, u.literal.args, u.literal.kwargs))
         lim = self.limits
-        t0 = time.monotonic()
-        try:
-            r = self.cand.call(
-                _BATCH,
-                calls,
-                cfg.cpu_seconds * _CHUNK_SHARE,
-                lim.max_transfer_bytes,
-                lim.max_value_chars,
-                trace,
-            )
-        except TraceboxError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            self.spent_wall += time.monotonic() - t0
-        self.spent_cpu += r.cpu_seconds
+        budget = self.cfg.cpu_seconds * _CHUNK_SHARE
+        return calls, budget, lim.max_transfer_bytes, lim.max_value_chars, trace
+
+    def _answered(
+        self, r: CallResult, todo: list[_plan.Unit], out: dict[int, Outcome]
+    ) -> str | None:
+        """Take the helper's answer ``r`` for the first calls of ``todo`` (their outcomes in
+        ``out``, the calls off ``todo``); why the calls must be made again, if they must."""
+        cfg = self.cfg
         if r.status != "ok":
             return f"{r.status}: {r.error.type if r.error else '?'}"
-        items = _items(r.returned, len(calls), traced=trace is not None)
+        items = _items(r.returned, len(todo), traced=self._batch_trace() is not None)
         if items is None:
             return "the helper's answer is malformed"
         if self.spent_cpu >= cfg.sample_cpu_seconds or self.spent_wall >= self.wall_budget:
@@ -443,15 +497,20 @@ class _FunctionAttempt:
     def verdict(self) -> Verdict:
         tests = self.plan.tests
         try:
-            s, status, err = self._load()
-            if s is None:
+            reported: dict[int, Outcome] = {}
+            tried = self._trial()
+            if tried is not None:
+                status, err, reported = tried
+            else:
+                self.cand, status, err = self._load()
+                if self.cand is not None:
+                    reported = self._host_tests()
+            if status != "passed":
                 assert err is not None
                 failed = tuple(
                     TestResult(index=u.index, name=u.name, status=status, error=err) for u in tests
                 )
                 return self._verdict(failed, load=err)
-            self.cand = s
-            reported = self._host_tests()
             start = len(self.plan.host_tests)
             if start < len(tests):
                 reported.update(self._run_tests(start))
@@ -496,6 +555,10 @@ class _FunctionAttempt:
 # -- literal tests ----------------------------------------------------------------------------
 
 _BATCH = "__tracebox_batch__"
+_REDONE = "the candidate was verified again the usual way"
+_TRIAL_SHARE = 0.1
+"""A trial (``_FunctionAttempt._trial``) gets this share of a call's CPU limit: one that
+needs more is made again the usual way, so an endless loop costs 10% more, not twice."""
 _CHUNK_SHARE = 0.05
 """The helper starts no new call after this share of a call's CPU limit (or as many
 seconds of wall clock): a batch call stays far from the limit unless one call alone nears
@@ -589,11 +652,15 @@ def counted(rec, settings):
     return (trace.counts.steps, None if cut is None else cut.reason)
 """
 
-_DEFINE_BATCH = (
-    f"{_BATCH} = (lambda scope: (exec(compile({_BATCH_SOURCE!r}, {_BATCH_FILE!r}, 'exec'), "
-    f"scope), scope['make'](globals()))[1])"
-    f"({{'__builtins__': __import__('builtins'), '__file__': {_BATCH_FILE!r}}})\n"
+_MAKER = (
+    f"(lambda scope: (exec(compile({_BATCH_SOURCE!r}, {_BATCH_FILE!r}, 'exec'), scope), "
+    f"scope['make'])[1])({{'__builtins__': __import__('builtins'), '__file__': {_BATCH_FILE!r}}})"
 )
+PRELUDE = f"__tracebox_batch_make__ = {_MAKER}\n"
+"""Run in a pristine candidate sandbox before its checkpoint (``Sandboxes``): the helper's
+code compiled once, not once per candidate. ``_DEFINE_BATCH`` compiles it if it is not
+there (a spawned sandbox); a candidate that replaces it only changes its own answers."""
+_DEFINE_BATCH = f"{_BATCH} = (globals().get('__tracebox_batch_make__') or {_MAKER})(globals())\n"
 
 _KINDS = frozenset({"ok", "missing", "error", "unpicklable", "too_large"})
 _CUTS = frozenset(get_args(TruncationReason))

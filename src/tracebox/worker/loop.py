@@ -2,7 +2,8 @@
 
 Runs confined, as PID 1 of the session's pid namespace. One request at a time:
 ``run`` (a cell), ``call`` (a function of the namespace), ``put``/``get`` (pickled values),
-``ping``. While a request runs, user code may call the host's tools (``worker.tools``).
+``checkpoint``, ``trial`` (runs and calls in a throwaway fork: ``worker.trial``), ``ping``.
+While a request runs, user code may call the host's tools (``worker.tools``).
 After every request all other processes in the namespace are killed and reaped, so nothing
 user code started outlives it.
 
@@ -28,7 +29,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from tracebox.sandbox import _linux as L
-from tracebox.worker import protocol, snapshot, tools
+from tracebox.worker import protocol, snapshot, tools, trial
 from tracebox.worker.cell import CellRunner, bounded_repr, describe
 
 
@@ -152,6 +153,8 @@ class Worker:
         _become_subreaper()
         self.runner = CellRunner()
         self.interrupts = _Interrupts()
+        self.reaps = True
+        """Kill what a request left running after it (not in a trial's copy: its parent does)."""
 
     def _guarded(self, msg: dict[str, Any], action: Any) -> dict[str, Any]:
         """Run ``action`` under the request's CPU timer; classify interrupts."""
@@ -173,9 +176,14 @@ class Worker:
         if os.getpid() != self.pid:  # a fork made by user code, back in our code: end it
             os._exit(1)
         _flush()
-        _kill_strays(frozenset(int(p) for p in msg.get("keep", ())))
+        if self.reaps:
+            self.settle(msg)
         reply["worker_cpu"] = time.process_time() - start
         return reply
+
+    def settle(self, msg: dict[str, Any]) -> None:
+        """Kill what the request left running, sparing the snapshots the host listed."""
+        _kill_strays(frozenset(int(p) for p in msg.get("keep", ())))
 
     def run(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         _fresh_streams()
@@ -318,6 +326,8 @@ class Worker:
                 reply, out_blob = self.get(msg)
             elif op == "call":
                 reply, out_blob = self.call(msg, blob)
+            elif op == "trial":
+                reply, out_blob = trial.run(self, msg, blob)
             elif op == "ping":
                 reply = self._guarded(msg, _warm)
             elif op == "checkpoint":

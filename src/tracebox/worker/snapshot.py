@@ -30,7 +30,15 @@ from tracebox.sandbox import _linux as L
 from tracebox.sandbox.rootfs import SESSION_MOUNT
 from tracebox.worker import protocol
 
-__all__ = ["Files", "capture_files", "restore_files", "take"]
+__all__ = [
+    "Files",
+    "capture_files",
+    "capture_offsets",
+    "restore_files",
+    "restore_offsets",
+    "signature",
+    "take",
+]
 
 _SI_USER = 0
 
@@ -111,7 +119,21 @@ def _kind(entry: _Entry) -> int:
     return stat.S_IFDIR if entry.data is None else stat.S_IFREG
 
 
-def _offsets() -> dict[int, int]:
+def signature(root: str = SESSION_MOUNT) -> list[tuple[str, int, int, int, int]]:
+    """What says whether anything under ``root`` changed: each entry's inode, mode, size
+    and change time (which every write, rename, chmod and utime moves, and nobody sets)."""
+    dev = os.lstat(root).st_dev
+    sig = []
+    for here, dirs, names in os.walk(root):
+        for name in [*dirs, *names]:
+            path = os.path.join(here, name)
+            st = os.lstat(path)
+            if st.st_dev == dev:
+                sig.append((path, st.st_ino, st.st_mode, st.st_size, st.st_ctime_ns))
+    return sig
+
+
+def capture_offsets() -> dict[int, int]:
     """Offsets of this process's seekable descriptors: forks share them with their parent,
     so a restore must put them back."""
     found = {}
@@ -120,6 +142,12 @@ def _offsets() -> dict[int, int]:
         with contextlib.suppress(OSError):
             found[fd] = os.lseek(fd, 0, os.SEEK_CUR)
     return found
+
+
+def restore_offsets(offsets: dict[int, int]) -> None:
+    for fd, offset in offsets.items():
+        with contextlib.suppress(OSError):
+            os.lseek(fd, offset, os.SEEK_SET)
 
 
 def _detach() -> bool:
@@ -131,7 +159,7 @@ def take(report: int, channel: socket.socket) -> bool:
     """Checkpoint this worker. In the worker: returns False once the snapshot exists and has
     written its pid (4 bytes) to ``report``. In a worker restored from the snapshot, later:
     returns True, once the host has retired the worker it replaces (see ``_handover``)."""
-    files, offsets = capture_files(), _offsets()
+    files, offsets = capture_files(), capture_offsets()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     try:
         if not _detach():
@@ -146,9 +174,7 @@ def take(report: int, channel: socket.socket) -> bool:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
         _handover(channel)
         restore_files(files)
-        for fd, offset in offsets.items():
-            with contextlib.suppress(OSError):
-                os.lseek(fd, offset, os.SEEK_SET)
+        restore_offsets(offsets)
     except BaseException:
         os._exit(70)
     return True

@@ -22,6 +22,7 @@ from tracebox.worker import protocol
 __all__ = ["ToolError", "call"]
 
 _channel: list[socket.socket] = []  # set once by the worker loop
+_unbound: list[str] = []  # why tools are gone, once they are
 _seq = itertools.count(1)
 
 
@@ -33,10 +34,16 @@ def bind(channel: socket.socket) -> None:
     _channel[:] = [channel]
 
 
+def unbind(reason: str) -> None:
+    """No tools from here on (a trial's copy has no channel to the host)."""
+    _channel.clear()
+    _unbound[:] = [reason]
+
+
 def call(name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Call the host's tool ``name`` with picklable arguments and return its value."""
     if not _channel:
-        raise RuntimeError("tools can only be called inside a tracebox session")
+        raise RuntimeError(_unbound[0] if _unbound else "tools can only be called in a session")
     seq = next(_seq)
     blob = pickle.dumps((args, kwargs), protocol=5)
     protocol.send(_channel[0], {"op": "tool", "name": str(name), "seq": seq}, blob)
