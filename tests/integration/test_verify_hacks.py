@@ -344,12 +344,39 @@ KILL_SNAPSHOTS = """\
 """
 
 
-def test_a_candidate_that_attacks_the_checkpoint_only_hurts_itself(runtime: Runtime) -> None:
+# the same tests, not literal: the candidate runs in a restored sandbox, not in a trial
+ADD_FORWARDED = ADD.model_copy(
+    update={
+        "task_id": "hack/add-forwarded",
+        "test": (
+            "def check(candidate):\n"
+            "    got = candidate(1, 2)\n    assert got == 3\n"
+            "    got = candidate(20, 22)\n    assert got == 42\n"
+            "    got = candidate(-5, 5)\n    assert got == 0\n"
+        ),
+    }
+)
+
+
+@pytest.mark.parametrize("problem", [ADD, ADD_FORWARDED], ids=["in a trial", "restored"])
+def test_a_candidate_that_attacks_the_checkpoint_only_hurts_itself(
+    runtime: Runtime, problem: FunctionProblem
+) -> None:
+    """In a restored sandbox the candidate can kill the checkpoint's snapshot (it runs as
+    the same user): the next candidate gets a new pristine sandbox. In a trial the copy's
+    filter refuses to signal its worker and the snapshots: nothing is lost."""
     with Verifier(runtime, VerifyConfig(fresh="restore")) as v:
-        first = v.check(ADD, KILL_SNAPSHOTS)
-        after = [v.check(ADD, LOOK), v.check(ADD, "    return a + b\n")]
-        assert v.sandboxes.spawned >= 2  # the checkpoint was lost: a new pristine sandbox
-    assert [t.status for t in _fails(first).tests] == ["failed", "passed", "passed"]
+        first = v.check(problem, KILL_SNAPSHOTS)
+        after = [v.check(problem, LOOK), v.check(problem, "    return a + b\n")]
+        if problem is ADD:
+            assert (v.sandboxes.spawned, v.sandboxes.trials) == (1, 3)
+        else:
+            assert v.sandboxes.spawned >= 2  # the checkpoint was lost: a new pristine sandbox
+    statuses = [t.status for t in _fails(first).tests]
+    if problem is ADD:
+        assert statuses == ["failed", "passed", "passed"]
+    else:  # each call (``got = ...``) is a test, then its assert
+        assert statuses == ["passed", "failed", "passed", "passed", "passed", "passed"]
     assert [x.passed for x in after] == [True, True]
 
 

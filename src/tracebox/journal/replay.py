@@ -206,6 +206,7 @@ class _Player:
             "restore": self._restore,
             "release": self._release,
             "fork": self._fork,
+            "trial": self._trial,
             "close": self._close,
         }
         handler = handlers.get(e.kind)
@@ -231,6 +232,9 @@ class _Player:
     def _fork(self, e: Event) -> ReplayStep:
         kids = ", ".join(e.data.get("children") or ())
         return _step(e, "skipped", what=kids, note="replay a child by its own id")
+
+    def _trial(self, e: Event) -> ReplayStep:
+        return _step(e, "skipped", note="a trial leaves the session as it was")
 
     def _checkpoint(self, e: Event) -> ReplayStep:
         self.checkpoints[str(e.data.get("checkpoint"))] = self.s.checkpoint()

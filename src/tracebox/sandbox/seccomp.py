@@ -30,7 +30,7 @@ from typing import Any
 from tracebox.errors import IsolationUnavailable
 from tracebox.sandbox import _linux as L
 
-__all__ = ["blocked_syscalls", "install_filter"]
+__all__ = ["blocked_syscalls", "install", "install_filter", "protecting_program"]
 
 PROCESS_ACCESS = (
     "ptrace",
@@ -181,9 +181,49 @@ def _build_filter(sc: Any) -> Any:
 def compiled_program() -> bytes:
     """The filter as raw BPF, built once: the template compiles it before forking workers."""
     sc = _import_pyseccomp()
+    return _exported(_build_filter(sc))
+
+
+_SIGNALLING = ("kill", "rt_sigqueueinfo")  # pid 0 or below: a process group, or everyone
+_TARGETING = (
+    "tkill",
+    "tgkill",
+    "rt_tgsigqueueinfo",
+    "pidfd_open",
+    "prlimit64",
+    "setpriority",
+    "sched_setaffinity",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_setattr",
+)
+_NEGATIVE = 0x80000000
+
+
+@functools.lru_cache(maxsize=8)
+def protecting_program(pids: frozenset[int]) -> bytes:
+    """A filter, on top of the worker's, for a process that must leave ``pids`` alone (a
+    trial's copy: its worker, the session's snapshots): no signal to them, to a process
+    group or to everyone (``kill`` with a pid of 0 or below), no pidfd of them (and no
+    ``pidfd_send_signal`` at all: a /proc directory is a pidfd too), no changing their
+    limits or scheduling. Each fails with EPERM."""
+    sc = _import_pyseccomp()
+    filt = sc.SyscallFilter(sc.ALLOW)
+    eperm = sc.ERRNO(errno.EPERM)
+    for name in _SIGNALLING:
+        _deny(sc, filt, eperm, name, sc.Arg(0, sc.MASKED_EQ, _LOW32, 0))
+        _deny(sc, filt, eperm, name, sc.Arg(0, sc.MASKED_EQ, _NEGATIVE, _NEGATIVE))
+    for pid in sorted(pids):
+        for name in (*_SIGNALLING, *_TARGETING):
+            _deny(sc, filt, eperm, name, sc.Arg(0, sc.MASKED_EQ, _LOW32, pid))
+    _deny(sc, filt, eperm, "pidfd_send_signal")
+    return _exported(filt)
+
+
+def _exported(filt: Any) -> bytes:
     fd = os.memfd_create("tracebox-seccomp", os.MFD_CLOEXEC)
     try:
-        _build_filter(sc).export_bpf(_Fd(fd))
+        filt.export_bpf(_Fd(fd))
         size = os.lseek(fd, 0, os.SEEK_END)
         return os.pread(fd, size, 0)
     except OSError as exc:
@@ -210,11 +250,16 @@ def install_filter() -> None:
     Irreversible and inherited by children. Raises :class:`IsolationUnavailable` when
     pyseccomp or libseccomp is missing or the kernel refuses the filter (fails closed).
     """
-    program = compiled_program()
+    install(compiled_program(), all_threads=True)
+
+
+def install(program: bytes, *, all_threads: bool = False) -> None:
+    """Load a compiled filter into the calling process (or all its threads); filters stack,
+    so one loaded later can only deny more."""
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // _BPF_INSN_SIZE, ctypes.cast(buf, ctypes.c_void_p))
     libc = ctypes.CDLL(None, use_errno=True)
-    flags = _SECCOMP_FILTER_FLAG_TSYNC
+    flags = _SECCOMP_FILTER_FLAG_TSYNC if all_threads else 0
     ret = libc.syscall(L.SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
     if ret > 0:  # TSYNC failed: ret is the thread that could not be synchronised
         raise IsolationUnavailable(f"seccomp: thread {ret} could not be brought under the filter")

@@ -121,8 +121,11 @@ class Channel:
         on_output: OutputCallback | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         settle: bool = True,
+        replies: int = 1,
     ) -> Exchange:
         """Send one request and watch it until the reply, enforcing ``limits``' time limits.
+        ``replies``: how many replies the one reply carries (a trial's steps), each bounded
+        as a reply is.
 
         If the worker dies (or is killed at the hard deadline), ``Exchange.death`` says why
         and the worker is gone; otherwise what the request left running is settled.
@@ -143,7 +146,8 @@ class Channel:
         w.reset_peak_memory()
         oom0, cpu0, t0 = w.oom_kills(), w.cpu_seconds(), time.monotonic()
         reader = FrameReader(
-            max_header=8 * lim.max_value_chars + (1 << 20), max_blob=lim.max_transfer_bytes
+            max_header=(8 * lim.max_value_chars + (1 << 20)) * max(1, replies),
+            max_blob=lim.max_transfer_bytes,
         )
         pending = self._send_some(memoryview(b"".join(encode(msg, blob))), ex)  # usually all
         sel, caps = self._sel, {w.stdout: out, w.stderr: err}

@@ -254,7 +254,8 @@ class Session:
         being its result, until one reaches a limit. ``Limits`` apply to the trial as a
         whole; ``cpu_seconds`` and ``wall_seconds`` replace its time limits for this trial.
         ``trace`` records every step (as ``run(trace=...)``). Tools cannot be called in a
-        trial.
+        trial. Refused (``CheckpointRefused``) while the session has other threads: a fork
+        keeps only the calling thread.
         """
         lim = self.limits
         if cpu_seconds is not None or wall_seconds is not None:
@@ -264,11 +265,15 @@ class Session:
         wire = None if trace is None else trace_config(trace).to_wire()
         msg, blob = trial_request(cells, calls, stateful=self.stateful, limits=lim, trace=wire)
         with self._busy():
-            ex = self._exchange(msg, blob, on_output=on_output, limits=lim)
+            steps = len(msg["steps"])
+            ex = self._exchange(msg, blob, on_output=on_output, limits=lim, replies=steps + 1)
+            if ex.reply is not None and ex.reply.status == "refused":
+                raise CheckpointRefused(ex.reply.detail or "refused")
             alive = self._state is not SessionState.DEAD
             result = trial_of(ex, msg["steps"], lim, alive=alive)
-            self._log("trial", {"steps": len(msg["steps"]), "status": result.status,
-                                "trace": wire}, blob)  # fmt: skip
+            names = [name for name, _, _ in calls]
+            self._log("trial", {"cells": list(cells), "calls": names, "trace": wire,
+                                "status": result.status}, blob)  # fmt: skip
         return result
 
     def put(self, name: str, value: object) -> None:
@@ -567,11 +572,12 @@ class Session:
         tools: Mapping[str, Callable[..., Any]] | None = None,
         settle: bool = True,
         limits: Limits | None = None,
+        replies: int = 1,
     ) -> Exchange:
         """One request to the live worker (ours: ``_busy`` made it so)."""
         lim = limits or self.limits
         ex = self._family.channel.request(
-            msg, blob, limits=lim, on_output=on_output, tools=tools, settle=settle
+            msg, blob, limits=lim, on_output=on_output, tools=tools, settle=settle, replies=replies
         )
         if ex.death is not None:
             self._state = SessionState.DEAD

@@ -76,6 +76,7 @@ def trial_of(ex: Exchange, steps: list[dict[str, Any]], limits: Limits, *, alive
     calls: list[CallResult] = []
     at = 0
     broken = r.detail
+    stopped = False  # by the copy's own rule: after a cell that failed, or a limit
     for step, head in zip(steps, r.steps, strict=False):
         try:
             reply = Reply.model_validate({**head, "op": "reply", "seq": r.seq})
@@ -88,20 +89,20 @@ def trial_of(ex: Exchange, steps: list[dict[str, Any]], limits: Limits, *, alive
                 cpu=reply.worker_cpu or 0.0,
                 wall=reply.worker_wall or 0.0,
                 peak_mb=ex.peak_mb,
+                interrupted=ex.interrupted,
             )
             at += size
             recorded = unpack_trace(one, limits.max_transfer_bytes)
         except (ValidationError, ProtocolError) as exc:
             broken = f"the trial's copy sent a malformed reply: {str(exc)[:300]}"
             break
+        stopped = reply.status in ("timeout", "memory") or (
+            step["op"] == "run" and reply.status != "ok"
+        )
         if step["op"] == "run":
             runs.append(result_of(one, limits, alive=True, recorded=recorded))
         else:
             calls.append(call_result_of(step["name"], one, limits, alive=True, recorded=recorded))
-    last = calls[-1] if calls else runs[-1] if runs else None
-    stopped = last is not None and (
-        last.status in ("timeout", "memory") or (not calls and last.status != "ok")
-    )
     finished = len(runs) + len(calls) == len(steps) or stopped
     status, error, sig = _ending(r, ex, broken, finished=finished)
     return Trial(

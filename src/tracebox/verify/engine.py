@@ -16,7 +16,10 @@ A literal test (``assert candidate(1, [2]) == 3`` and the like: ``verify._plan``
 test code: the host makes the call and compares the plain data it gets back itself, with the
 same ``==``; untraced or with step counts, all of a candidate's literal calls go in one call
 of a helper in its sandbox (``verify.functions``; each call under its own step counter), made
-again one by one if that call does not complete.
+again one by one if that call does not complete. A candidate whose tests are all literal is
+loaded and called in a trial (``Session.trial``: a throwaway fork) of the thread's pristine
+sandbox, which then needs no restore; anything unusual in the trial (a limit, a crash) and
+the candidate is verified again the usual way.
 
 A test passes only on a positive record: the test code ran to its end in its sandbox, which
 reports every test's outcome with a token that only the host knows (or, for a literal test,

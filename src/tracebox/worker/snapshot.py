@@ -34,6 +34,7 @@ __all__ = [
     "Files",
     "capture_files",
     "capture_offsets",
+    "changed",
     "restore_files",
     "restore_offsets",
     "signature",
@@ -131,6 +132,29 @@ def signature(root: str = SESSION_MOUNT) -> list[tuple[str, int, int, int, int]]
             if st.st_dev == dev:
                 sig.append((path, st.st_ino, st.st_mode, st.st_size, st.st_ctime_ns))
     return sig
+
+
+_TICK_NS = 20_000_000  # coarser than any kernel's file time stamps (a jiffy at HZ=100 is 10 ms)
+
+
+def changed(files: Files, sig: list[tuple[str, int, int, int, int]], at_ns: int) -> bool:
+    """Whether the session's files differ from ``files`` (captured with ``sig`` at
+    ``at_ns``, ``time.time_ns()``). A rewrite of the same size within one clock tick of an
+    earlier write can leave the change time as it was (kernels before 6.13 stamp files
+    coarsely): files changed that recently are compared byte for byte."""
+    if signature() != sig:
+        return True
+    for path, _, _, _, ctime in sig:
+        kept = files.get(path)
+        if kept is None or kept.data is None or ctime < at_ns - _TICK_NS:
+            continue
+        try:
+            with open(path, "rb") as f:
+                if f.read() != kept.data:
+                    return True
+        except OSError:
+            return True
+    return False
 
 
 def capture_offsets() -> dict[int, int]:

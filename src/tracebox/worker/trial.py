@@ -4,13 +4,17 @@ The worker forks; the copy runs the trial's steps (``run`` and ``call`` requests
 loop would run them) and writes each reply to a socket of its own, never to the host's
 channel; the worker relays the replies once the copy has exited. The worker itself runs no
 user code, so its interpreter state is untouched; it then kills what the copy left running,
-puts the session's files back if the copy changed them, and resets its descriptors'
-offsets (shared with the copy).
+puts the session's files back if the copy changed them (``snapshot.changed``), and resets
+its descriptors' offsets (shared with the copy).
 
-Limits: the request's CPU time is the whole trial's (each step gets what is left of it); a
-SIGINT from the host (the wall clock, ``Session.interrupt``) is passed on to the copy. The
-copy's replies are bounded by the request's ``max_bytes``; a copy that writes more, or
-writes something that is not a frame, is killed and the trial says so.
+The copy runs under one more seccomp filter (``seccomp.protecting_program``): it cannot
+signal its worker or the session's snapshots (nor a process group, nor everyone), take a
+pidfd of them, or change their limits; it shares their user and pid namespace otherwise.
+
+Limits: the request's CPU time is the whole trial's (each step gets what is left of it), and
+so is ``max_bytes`` (each step may send what the steps before it left); a SIGINT from the
+host (the wall clock, ``Session.interrupt``) is passed on to the copy. A copy that writes
+more, or something that is not a frame, is killed and the trial says so.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from tracebox.sandbox import seccomp
 from tracebox.worker import protocol, snapshot, tools
 
 if TYPE_CHECKING:
@@ -30,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["run"]
 
-_HEADER_MAX = 1 << 24
+_HEADER_MAX = 1 << 24  # one step's reply header (values and tracebacks are bounded smaller)
+_UNCONFINED = "unconfined"  # the copy's only frame when it could not load its filter
 
 
 def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any], bytes]:
@@ -38,42 +45,66 @@ def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any
     steps = msg.get("steps")
     if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
         return {"status": "sandbox_error", "detail": "a trial needs a list of steps"}, b""
+    threads = threading.active_count()
+    if threads > 1:
+        detail = (
+            f"{threads} threads are running; a trial is a fork, which keeps only the calling "
+            "thread, so it would not be faithful"
+        )
+        return {"status": "refused", "detail": detail}, b""
+    try:
+        keep = {int(p) for p in msg.get("keep", ())}
+        guard = seccomp.protecting_program(frozenset({os.getpid(), *keep}))
+    except Exception as exc:  # no filter, no trial: the copy must not run unguarded
+        return {"status": "sandbox_error", "detail": f"no filter for the copy: {exc}"}, b""
+    at = time.time_ns()
     files, sig, offsets = snapshot.capture_files(), snapshot.signature(), snapshot.capture_offsets()
     ours, theirs = socket.socketpair()
+    copy = [0]  # the copy's pid once forked: a SIGINT before that is passed on after
+
+    def forward(signum: int, frame: object) -> None:
+        if copy[0] > 0:
+            _signal(copy[0], signal.SIGINT)
+        else:
+            copy[0] = -1
+
+    previous = signal.signal(signal.SIGINT, forward)
     try:
-        pid = os.fork()
-    except OSError as exc:
-        ours.close()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            return {"status": "sandbox_error", "detail": f"no fork for the trial: {exc}"}, b""
+        if pid == 0:
+            ours.close()
+            _copy(worker, msg, steps, blob, out=theirs, guard=guard)
         theirs.close()
-        return {"status": "sandbox_error", "detail": f"no fork for the trial: {exc}"}, b""
-    if pid == 0:
-        ours.close()
-        _copy(worker, msg, steps, blob, theirs)
-    theirs.close()
-    forward = signal.signal(signal.SIGINT, lambda *_: _signal(pid, signal.SIGINT))
-    try:
-        frames, broken = _collect(ours, pid, int(msg.get("max_bytes", 1 << 30)))
+        early, copy[0] = copy[0] < 0, pid
+        if early:
+            _signal(pid, signal.SIGINT)
+        budget = int(msg.get("max_bytes", 1 << 30))
+        frames, broken = _collect(ours, pid, budget, len(steps))
         _, status, usage = os.wait4(pid, 0)
     finally:
-        signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGINT, previous)
         ours.close()
     worker.settle(msg)
-    if snapshot.signature() != sig:
+    if snapshot.changed(files, sig, at):
         snapshot.restore_files(files)
     snapshot.restore_offsets(offsets)
-    heads, blobs = [], []
-    for head, data in frames:
-        heads.append({**head, "blob": len(data)})
-        blobs.append(data)
+    if frames and frames[0][0].get("op") == _UNCONFINED:
+        why = frames[0][0].get("detail")
+        return {"status": "sandbox_error", "detail": f"the copy could not be confined: {why}"}, b""
     reply: dict[str, Any] = {
         "status": "ok",
-        "steps": heads,
+        "steps": [{**head, "blob": len(data)} for head, data in frames],
         "exit_status": status,
         "copy_cpu": usage.ru_utime + usage.ru_stime,
     }
     if broken is not None:
         reply["detail"] = broken
-    return reply, b"".join(blobs)
+    return reply, b"".join(data for _, data in frames)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -81,8 +112,11 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _collect(sock: socket.socket, pid: int, max_bytes: int) -> tuple[list[Any], str | None]:
-    """The copy's frames until it exits; why they were cut short, if they were."""
+def _collect(
+    sock: socket.socket, pid: int, max_bytes: int, steps: int
+) -> tuple[list[tuple[dict[str, Any], bytes]], str | None]:
+    """The copy's frames until it exits (at most one per step, their blobs together at most
+    ``max_bytes``); why they were cut short, if they were."""
     reader = protocol.FrameReader(max_header=_HEADER_MAX, max_blob=max_bytes)
     frames: list[tuple[dict[str, Any], bytes]] = []
     size, broken = 0, None
@@ -101,11 +135,13 @@ def _collect(sock: socket.socket, pid: int, max_bytes: int) -> tuple[list[Any], 
                     data = sock.recv(1 << 16)
                 except BlockingIOError:
                     break
-                size += len(data)
                 try:
-                    if size > max_bytes + _HEADER_MAX:
-                        raise protocol.FrameError(f"the trial's replies exceed {max_bytes} bytes")
                     frames.extend(reader.feed(data))
+                    size = sum(len(b) for _, b in frames)
+                    if len(frames) > max(steps, 1) or size > max_bytes:
+                        raise protocol.FrameError(
+                            f"more than its {steps} replies, or over {max_bytes} bytes"
+                        )
                 except protocol.FrameError as exc:
                     broken = f"the trial's copy broke the protocol: {exc}; it was killed"
                     _signal(pid, signal.SIGKILL)
@@ -123,22 +159,29 @@ def _copy(
     msg: dict[str, Any],
     steps: list[dict[str, Any]],
     blob: bytes,
+    *,
     out: socket.socket,
+    guard: bytes,
 ) -> NoReturn:
     """The copy: run each step, send its reply; stop at a cell that fails or a limit."""
     try:
+        worker.channel.close()
+        try:
+            seccomp.install(guard)
+        except Exception as exc:
+            protocol.send(out, {"op": _UNCONFINED, "detail": str(exc)[:500]})
+            os._exit(0)
         worker.pid = os.getpid()
         worker.reaps = False  # the worker kills our leftovers once we are gone
-        worker.channel.close()
         tools.unbind("tools cannot be called in a trial")
-        budget = float(msg.get("cpu_seconds", 10.0))
+        cpu, room = float(msg.get("cpu_seconds", 10.0)), int(msg.get("max_bytes", 1 << 30))
         start = time.process_time()
         view, at = memoryview(blob), 0
         for step in steps:
             size = int(step.get("blob", 0))
             data, at = bytes(view[at : at + size]), at + size
-            left = max(0.001, budget - (time.process_time() - start))
-            request = {**step, "cpu_seconds": left, "max_bytes": msg.get("max_bytes", 1 << 30)}
+            left = max(0.001, cpu - (time.process_time() - start))
+            request = {**step, "cpu_seconds": left, "max_bytes": room}
             t0 = time.monotonic()
             if step.get("op") == "run":
                 reply, data = worker.run(request)
@@ -148,9 +191,10 @@ def _copy(
                 reply, data = {"status": "sandbox_error", "detail": "unknown step"}, b""
             reply.update(op="step", worker_wall=time.monotonic() - t0)
             protocol.send(out, reply, data)
+            room -= len(data)
             status = reply["status"]
             if status in ("timeout", "memory") or (step.get("op") == "run" and status != "ok"):
                 break
-    except BaseException:  # whatever happens, the copy never returns
+    except BaseException:  # whatever happens, the copy never returns into the loop
         os._exit(70)
     os._exit(0)
