@@ -152,11 +152,13 @@ class SettraceBackend:
 
     # -- steps mode -----------------------------------------------------------------------
     def _counting(self) -> tuple[Tracer, Callable[[], None]]:
-        """Steps mode's tracers: counts in closure cells, no per-event method calls."""
+        """Steps mode's tracers: counts in closure cells, no per-event method calls. A line
+        event, most of them, costs an increment and one comparison: ``cap`` is how many
+        lines may be counted before the budget is looked at (the budget less the other
+        counts, kept up to date as they grow)."""
         sink, codes, by_id = self._sink, self._codes, self._codes.by_id
-        max_steps = self._settings.max_steps
         lines = calls = returns = exceptions = 0
-        limit = max_steps  # the total at which the budget is looked at next
+        limit = cap = self._settings.max_steps  # the total at which the budget is looked at
         user_ids: set[int] = set()  # user codes seen (their CodeInfo keeps the ids valid)
 
         def finish() -> None:
@@ -164,16 +166,18 @@ class SettraceBackend:
             sink.exceptions = exceptions
 
         def over(event: str) -> None:
-            nonlocal limit
+            nonlocal limit, cap
             finish()
             sink.check_budget()
             if sink.truncation is not None:
                 limit = 1 << 62  # counting goes on past the budget
             if sink.stop_pending and event in ("line", "call"):
                 self._check_stop()
+            # a stop still pending is acted on at the next line or call: look again then
+            cap = -1 if sink.stop_pending else limit - calls - returns - exceptions
 
         def call(frame: types.FrameType, event: str, arg: Any) -> Tracer:
-            nonlocal calls
+            nonlocal calls, cap
             if event != "call" or not self._active:
                 return None
             code = frame.f_code
@@ -184,33 +188,40 @@ class SettraceBackend:
                     if info.kind != LIBRARY or back is None or id(back.f_code) not in user_ids:
                         return None
                     calls += 1
+                    cap -= 1
                     frame.f_trace_lines = False
                     return library
                 user_ids.add(id(code))
             calls += 1
-            if lines + calls + returns + exceptions > limit or sink.stop_pending:
+            cap -= 1
+            if lines > cap:
                 over("call")
             return local
 
         def local(frame: types.FrameType, event: str, arg: Any) -> Tracer:
-            nonlocal lines, returns, exceptions
+            nonlocal lines, returns, exceptions, cap
             if event == "line":
                 lines += 1
-            elif event == "return":
+                if lines > cap:
+                    over(event)
+                return local
+            if event == "return":
                 returns += 1
             elif event == "exception":
                 exceptions += 1
                 if isinstance(arg[1], RecursionError) and sink.truncation is None:
                     finish()
                     sink.at_recursion_limit(sink.total)
-            if lines + calls + returns + exceptions > limit or sink.stop_pending:
+            cap -= 1
+            if lines > cap:
                 over(event)
             return local
 
         def library(frame: types.FrameType, event: str, arg: Any) -> Tracer:
-            nonlocal returns
+            nonlocal returns, cap
             if event == "return":
                 returns += 1
+                cap -= 1
             return library
 
         return call, finish
