@@ -60,10 +60,13 @@ def bump():
     return counter
 
 def files_state():
-    '''Every file and directory under /tmp and the working directory: mode, contents.'''
+    '''Every file and directory under /tmp and the working directory (not what is mounted
+    there, as the host's Python may be): mode, contents.'''
     found = {}
     for root in ("/tmp", os.getcwd()):
+        dev = os.stat(root).st_dev
         for here, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if os.lstat(os.path.join(here, d)).st_dev == dev]
             for name in dirs:
                 path = os.path.join(here, name)
                 found[path] = (os.lstat(path).st_mode, None)
@@ -252,7 +255,10 @@ for path in ("/tmp/new.txt", "new.txt", "/tmp/newdir/sub/deep.txt"):
 os.chmod("keep.txt", 0o600)
 os.symlink("/tmp/new.txt", "link")
 os.rename("new.txt", "renamed.txt")
-sorted(os.listdir("/tmp")), sorted(os.listdir("."))
+# /tmp may also hold a read-only mount of the host's Python (a checkout under /tmp)
+here = os.stat("/tmp").st_dev
+own = [n for n in os.listdir("/tmp") if os.stat(f"/tmp/{n}").st_dev == here]
+sorted(own), sorted(os.listdir("."))
 """
 
 
