@@ -237,7 +237,7 @@ class _FunctionAttempt:
         cpu = self.cfg.cpu_seconds * _TRIAL_SHARE
         try:
             t = base.trial(
-                [self.program, _DEFINE_BATCH],
+                [self.program],  # the helper is there already: ``PRELUDE``
                 [(_BATCH, self._batch_args(todo), {})],
                 cpu_seconds=cpu,
                 wall_seconds=(4 * cpu + 2) * max(1.0, self.oversub),
@@ -257,7 +257,7 @@ class _FunctionAttempt:
         if load.status == "error":
             return (*classify(load), {})
         out: dict[int, Outcome] = {}
-        if t.runs[-1].status == "ok" and t.calls:
+        if t.calls:
             self.spent_cpu += t.calls[0].cpu_seconds
             if self._answered(t.calls[0], todo, out) is None and not todo:
                 return "passed", None, out
@@ -656,10 +656,12 @@ _MAKER = (
     f"(lambda scope: (exec(compile({_BATCH_SOURCE!r}, {_BATCH_FILE!r}, 'exec'), scope), "
     f"scope['make'])[1])({{'__builtins__': __import__('builtins'), '__file__': {_BATCH_FILE!r}}})"
 )
-PRELUDE = f"__tracebox_batch_make__ = {_MAKER}\n"
-"""Run in a pristine candidate sandbox before its checkpoint (``Sandboxes``): the helper's
-code compiled once, not once per candidate. ``_DEFINE_BATCH`` compiles it if it is not
-there (a spawned sandbox); a candidate that replaces it only changes its own answers."""
+PRELUDE = f"__tracebox_batch_make__ = {_MAKER}\n{_BATCH} = __tracebox_batch_make__(globals())\n"
+"""Run in a pristine candidate sandbox before its checkpoint (``Sandboxes``): the helper
+compiled once, not once per candidate, and bound to the namespace the candidate's program
+will run in (a trial needs nothing more). ``_DEFINE_BATCH`` binds it again, or compiles it
+where it is not there (a spawned sandbox); a candidate that replaces either only changes its
+own answers."""
 _DEFINE_BATCH = f"{_BATCH} = (globals().get('__tracebox_batch_make__') or {_MAKER})(globals())\n"
 
 _KINDS = frozenset({"ok", "missing", "error", "unpicklable", "too_large"})
