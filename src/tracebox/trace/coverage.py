@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from tracebox.trace.model import Coverage, Row
 
@@ -30,13 +30,17 @@ class CoverageSink:
         )
 
 
-def from_rows(rows: Iterable[Row], files: list[str]) -> Coverage:
-    """The coverage a full trace implies: its line steps and their arcs."""
+def from_rows(rows: Iterable[Row], files: list[str], library: Collection[int] = ()) -> Coverage:
+    """The coverage a full trace implies: its line steps and their arcs (``files``: each
+    frame's file; frames in ``library`` are not the user's code)."""
     sink = CoverageSink()
+    by_frame: dict[int, tuple[set[int], set[tuple[int, int]]]] = {}
     for ev, fid, _, line, _, _, _, _, arc in rows:
-        if ev == "line":
-            lines, arcs = sink.sets(files[fid])
-            lines.add(line)
+        if ev == "line" and fid not in library:
+            sets = by_frame.get(fid)
+            if sets is None:
+                sets = by_frame[fid] = sink.sets(files[fid])
+            sets[0].add(line)
             if arc is not None:
-                arcs.add(arc)
+                sets[1].add(arc)
     return sink.result()

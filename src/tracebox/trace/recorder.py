@@ -171,7 +171,15 @@ class Recorder:
         if self.state is not RecorderState.DONE:
             raise RuntimeError("the trace is ready once recording has stopped")
         if self._trace is None:
-            self._trace = self._build()
+            # Building makes an object or more per step and no cycles: a collection in the
+            # middle would walk all of them (and everything else) for nothing.
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._trace = self._build()
+            finally:
+                if enabled:
+                    gc.enable()
         if self.error is not None and self._trace.error is None:
             self._trace = dataclasses.replace(self._trace, error=self.error)
         return self._trace
@@ -182,12 +190,12 @@ class Recorder:
         if isinstance(sink, Collector):
             rows = tuple(sink.rows)
             files = [f.file for f in sink.frames]
-            user_rows = (r for r in rows if not sink.frames[r[1]].library)
+            library = {fid for fid, f in enumerate(sink.frames) if f.library}
             sources = _sources(f.file for f in sink.frames if not f.library)
             return Trace(
                 mode, self.backend, python, tuple(sink.frames), rows,
                 self._full_counts(sink, rows, sources), sink.truncation,
-                _coverage.from_rows(user_rows, files), sources=sources,
+                _coverage.from_rows(rows, files, library), sources=sources,
             )  # fmt: skip
         if self._cov is not None:
             return Trace(mode, self.backend, python, coverage=self._cov.result())
