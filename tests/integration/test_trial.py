@@ -687,17 +687,20 @@ def test_trials_in_a_fork_family(s: Session) -> None:
         b.close()
 
 
-def test_a_trial_is_refused_while_the_session_has_threads(s: Session) -> None:
-    """A fork keeps only the calling thread: a copy of a threaded worker is not faithful."""
-    assert s.run(
-        "import threading\n"
-        "stop = threading.Event()\n"
-        "threading.Thread(target=stop.wait, daemon=True).start()"
-    ).ok
+@pytest.mark.parametrize("start", ["threading.Thread", "_thread.start_new_thread"])
+def test_a_trial_is_refused_while_the_session_has_threads(s: Session, start: str) -> None:
+    """A fork keeps only the calling thread: a copy of a threaded worker is not faithful.
+    Threads the threading module does not know of count too."""
+    launch = {
+        "threading.Thread": "threading.Thread(target=stop.wait, daemon=True).start()",
+        "_thread.start_new_thread": "import _thread\n_thread.start_new_thread(stop.wait, ())",
+    }[start]
+    assert s.run(f"import threading\nstop = threading.Event()\n{launch}").ok
     with pytest.raises(CheckpointRefused):
         s.trial(["counter"])
     assert s.run(
-        "stop.set()\nimport time\nwhile threading.active_count() > 1:\n    time.sleep(0.01)"
+        "stop.set()\nimport os, time\n"
+        "while len(os.listdir('/proc/self/task')) > 1:\n    time.sleep(0.01)"
     ).ok
     assert s.trial(["counter"]).runs[0].value == "10"
 
@@ -740,3 +743,13 @@ def test_a_stateless_session(new_session: Callable[..., Session]) -> None:
     t = s.trial([], [call("f")])
     assert t.calls[0].returned == "session"
     assert s.call("f").returned == "session"  # the trial did not replace the namespace
+
+
+def test_a_copy_draws_the_random_numbers_the_session_would(s: Session) -> None:
+    """The copy is not reseeded: each trial sees what the session itself would draw next,
+    so trials from one state are reproducible."""
+    assert s.run("import random").ok
+    first = s.trial(["random.random()"])
+    second = s.trial(["random.random()"])
+    assert first.runs[0].value == second.runs[0].value
+    assert s.run("random.random()").value == first.runs[0].value

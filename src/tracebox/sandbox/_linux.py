@@ -77,6 +77,19 @@ def fork_as_sibling() -> int:
     return pid
 
 
+def fork_bare() -> int:
+    """libc's ``fork()`` without the interpreter's at-fork hooks (``os.fork`` runs them:
+    the threading module's, the random module's reseed), which copy-on-write makes cost
+    about 150 page faults in the child. Only for a caller that is the process's one thread
+    (then no lock the hooks re-create can be held); the child goes on with the parent's
+    random state, and ``threading``'s record of the thread's native id is the parent's."""
+    pid = int(_libc_gil.fork())
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"fork: {os.strerror(err)}")
+    return pid
+
+
 def _check(ret: int, what: str) -> int:
     if ret == -1:
         err = ctypes.get_errno()

@@ -25,12 +25,13 @@ import ctypes
 import errno
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 from tracebox.errors import IsolationUnavailable
 from tracebox.sandbox import _linux as L
 
-__all__ = ["blocked_syscalls", "install", "install_filter", "protecting_program"]
+__all__ = ["blocked_syscalls", "install_filter", "prepare", "protecting_program"]
 
 PROCESS_ACCESS = (
     "ptrace",
@@ -250,17 +251,34 @@ def install_filter() -> None:
     Irreversible and inherited by children. Raises :class:`IsolationUnavailable` when
     pyseccomp or libseccomp is missing or the kernel refuses the filter (fails closed).
     """
-    install(compiled_program(), all_threads=True)
+    prepare(compiled_program(), all_threads=True)()
 
 
-def install(program: bytes, *, all_threads: bool = False) -> None:
-    """Load a compiled filter into the calling process (or all its threads); filters stack,
-    so one loaded later can only deny more."""
+_syscall = ctypes.CDLL(None, use_errno=True).syscall
+
+
+def prepare(program: bytes, *, all_threads: bool = False) -> Callable[[], None]:
+    """A function that loads a compiled filter into the calling process (or all its
+    threads). Everything but the system call is done here, so a fork can load it at the
+    cost of one call (a trial's copy). Filters stack: one loaded later can only deny more."""
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // _BPF_INSN_SIZE, ctypes.cast(buf, ctypes.c_void_p))
-    libc = ctypes.CDLL(None, use_errno=True)
     flags = _SECCOMP_FILTER_FLAG_TSYNC if all_threads else 0
-    ret = libc.syscall(L.SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
+    args = (
+        ctypes.c_long(L.SYS_SECCOMP),
+        ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
+        ctypes.c_long(flags),
+        ctypes.c_void_p(ctypes.addressof(prog)),
+    )
+
+    def load() -> None:
+        _check_loaded(_syscall(*args), (buf, prog))
+
+    return load
+
+
+def _check_loaded(ret: int, buffers: object) -> None:
+    """``buffers``: what the kernel reads the filter from, passed to keep it alive."""
     if ret > 0:  # TSYNC failed: ret is the thread that could not be synchronised
         raise IsolationUnavailable(f"seccomp: thread {ret} could not be brought under the filter")
     if ret != 0:

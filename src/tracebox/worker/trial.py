@@ -7,6 +7,10 @@ user code, so its interpreter state is untouched; it then kills what the copy le
 puts the session's files back if the copy changed them (``snapshot.changed``), and resets
 its descriptors' offsets (shared with the copy).
 
+The copy is forked without the interpreter's at-fork hooks (``_linux.fork_bare``; a trial
+is refused while the worker has other threads), so it goes on with the session's random
+state and costs about 150 page faults less.
+
 The copy runs under one more seccomp filter (``seccomp.protecting_program``): it cannot
 signal its worker or the session's snapshots (nor a process group, nor everyone), take a
 pidfd of them, or change their limits; it shares their user and pid namespace otherwise.
@@ -20,14 +24,16 @@ more, or something that is not a frame, is killed and the trial says so.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import signal
 import socket
-import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from tracebox.sandbox import _linux as L
 from tracebox.sandbox import seccomp
 from tracebox.worker import protocol, snapshot, tools
 
@@ -45,7 +51,7 @@ def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any
     steps = msg.get("steps")
     if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
         return {"status": "sandbox_error", "detail": "a trial needs a list of steps"}, b""
-    threads = threading.active_count()
+    threads = len(os.listdir("/proc/self/task"))  # all of them, not only threading's
     if threads > 1:
         detail = (
             f"{threads} threads are running; a trial is a fork, which keeps only the calling "
@@ -53,8 +59,7 @@ def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any
         )
         return {"status": "refused", "detail": detail}, b""
     try:
-        keep = {int(p) for p in msg.get("keep", ())}
-        guard = seccomp.protecting_program(frozenset({os.getpid(), *keep}))
+        guard = _guard(frozenset({os.getpid(), *(int(p) for p in msg.get("keep", ()))}))
     except Exception as exc:  # no filter, no trial: the copy must not run unguarded
         return {"status": "sandbox_error", "detail": f"no filter for the copy: {exc}"}, b""
     at = time.time_ns()
@@ -71,7 +76,7 @@ def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any
     previous = signal.signal(signal.SIGINT, forward)
     try:
         try:
-            pid = os.fork()
+            pid = L.fork_bare()  # one thread: the interpreter's at-fork hooks are not needed
         except OSError as exc:
             ours.close()
             theirs.close()
@@ -105,6 +110,12 @@ def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any
     if broken is not None:
         reply["detail"] = broken
     return reply, b"".join(data for _, data in frames)
+
+
+@functools.lru_cache(maxsize=8)
+def _guard(pids: frozenset[int]) -> Callable[[], None]:
+    """What loads the copy's filter, made once per set of processes to protect."""
+    return seccomp.prepare(seccomp.protecting_program(pids))
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -161,13 +172,13 @@ def _copy(
     blob: bytes,
     *,
     out: socket.socket,
-    guard: bytes,
+    guard: Callable[[], None],
 ) -> NoReturn:
     """The copy: run each step, send its reply; stop at a cell that fails or a limit."""
     try:
         worker.channel.close()
         try:
-            seccomp.install(guard)
+            guard()
         except Exception as exc:
             protocol.send(out, {"op": _UNCONFINED, "detail": str(exc)[:500]})
             os._exit(0)
