@@ -80,6 +80,17 @@ def test_one_checkpoint_restores_many_times(session: Session) -> None:
         assert session.run("n").value == "0"
 
 
+def test_a_restore_gives_back_the_random_state_too(session: Session) -> None:
+    """A checkpoint is the state exactly: every restore draws the same numbers next."""
+    assert session.run("import random").ok
+    cp = session.checkpoint()
+    draws = []
+    for _ in range(3):
+        session.restore(cp)
+        draws.append(session.run("random.random(), random.getrandbits(64)").value)
+    assert draws[0] == draws[1] == draws[2]
+
+
 def test_nested_checkpoints(session: Session) -> None:
     session.run("trail = ['root']")
     first = session.checkpoint()
