@@ -58,11 +58,10 @@ class Reply(BaseModel):
     snapshot: int | None = None  # a checkpoint's pid in the sandbox
     trace: int | None = None  # bytes of the compressed trace in the blob
     trace_error: str | None = None
-    # a trial (``worker.trial``): the steps' replies, the copy's exit and CPU time; and, in
+    # a trial (``worker.trial``): the steps' replies and the copy's exit status; and, in
     # each step's reply, the blob's length and the step's own CPU and wall time
     steps: list[dict[str, Any]] | None = None
     exit_status: int | None = None
-    copy_cpu: float | None = None
     blob: int | None = None
     worker_cpu: float | None = None
     worker_wall: float | None = None

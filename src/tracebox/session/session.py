@@ -252,6 +252,7 @@ class Session:
         that needs no restore), or to run one candidate of many from the same start. The
         copy goes on from the session's state exactly, its random generators included: a
         trial draws what the session would draw next, every time.
+
         Cells run in order until one does not end ``ok``; then each call runs, its error
         being its result, until one reaches a limit. ``Limits`` apply to the trial as a
         whole; ``cpu_seconds`` and ``wall_seconds`` replace its time limits for this trial.

@@ -90,7 +90,7 @@ def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any
             _signal(pid, signal.SIGINT)
         budget = int(msg.get("max_bytes", 1 << 30))
         frames, broken = _collect(ours, pid, budget, len(steps))
-        _, status, usage = os.wait4(pid, 0)
+        _, status = os.waitpid(pid, 0)
     finally:
         signal.signal(signal.SIGINT, previous)
         ours.close()
@@ -105,7 +105,6 @@ def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any
         "status": "ok",
         "steps": [{**head, "blob": len(data)} for head, data in frames],
         "exit_status": status,
-        "copy_cpu": usage.ru_utime + usage.ru_stime,
     }
     if broken is not None:
         reply["detail"] = broken
