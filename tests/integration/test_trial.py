@@ -387,6 +387,37 @@ def test_an_endless_cell_times_out_and_the_session_lives(s: Session) -> None:
     assert_usable(s, before)
 
 
+STUBBORN = """\
+while True:
+    try:
+        while True:
+            pass
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+@pytest.mark.parametrize("limit", ["cpu", "wall"])
+def test_a_copy_that_ignores_the_interrupt_is_killed_and_the_session_lives(
+    s: Session, limit: str
+) -> None:
+    """The worker kills the copy half a grace period after passing on the interrupt, before
+    the host would kill the worker: the trial times out, the session is as it was."""
+    before = state_of(s)
+    code = (
+        STUBBORN
+        if limit == "cpu"
+        else STUBBORN.replace("pass\n    except", "time.sleep(1)\n    except")
+    )
+    cells = ["counter = 0", "import time\n" + code]
+    t = s.trial(cells, cpu_seconds=0.5) if limit == "cpu" else s.trial(cells, wall_seconds=0.5)
+    assert (t.status, t.session_alive) == ("timeout", True), t.error
+    assert t.error is not None and t.error.type == "TimeLimitExceeded"
+    assert f"the {limit} time limit" in t.error.message
+    assert [r.status for r in t.runs] == ["ok"]
+    assert_usable(s, before)
+
+
 def test_the_trials_own_cpu_limit(s: Session) -> None:
     before = state_of(s)
     t = s.trial(["while True:\n    pass"], cpu_seconds=0.5)

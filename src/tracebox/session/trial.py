@@ -53,7 +53,12 @@ def request(
         room -= len(data)
         steps.append({**common, "op": "call", "name": name, "blob": len(data)})
         blobs.append(data)
-    msg = {"op": "trial", "steps": steps, "max_bytes": limits.max_transfer_bytes}
+    msg = {
+        "op": "trial",
+        "steps": steps,
+        "max_bytes": limits.max_transfer_bytes,
+        "grace_seconds": limits.grace_seconds,
+    }
     return msg, b"".join(blobs)
 
 
@@ -129,5 +134,14 @@ def _ending(
         err = ErrorInfo(type="OutOfMemory", message="the trial's copy ran out of memory: killed")
         return "memory", err, None
     sig = signal_name(code)
+    if ex.interrupted is not None and sig == "SIGKILL":  # the worker killed it for the limit
+        err = ErrorInfo(
+            type="TimeLimitExceeded",
+            message=(
+                f"the {ex.interrupted} time limit: the trial's copy ignored the interrupt and "
+                "was killed; the session is intact"
+            ),
+        )
+        return "timeout", err, None
     why = describe_status(code).replace("the worker", "the trial's copy")
     return "killed", ErrorInfo(type="WorkerDied", message=why), sig

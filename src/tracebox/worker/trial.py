@@ -17,8 +17,9 @@ pidfd of them, or change their limits; it shares their user and pid namespace ot
 
 Limits: the request's CPU time is the whole trial's (each step gets what is left of it), and
 so is ``max_bytes`` (each step may send what the steps before it left); a SIGINT from the
-host (the wall clock, ``Session.interrupt``) is passed on to the copy. A copy that writes
-more, or something that is not a frame, is killed and the trial says so.
+host (the wall clock, ``Session.interrupt``) is passed on to the copy, which is killed if it
+ignores it for half of ``grace_seconds`` (before the host would kill the worker). A copy that
+writes more, or something that is not a frame, is killed and the trial says so.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = ["run"]
 
 _HEADER_MAX = 1 << 24  # one step's reply header (values and tracebacks are bounded smaller)
 _UNCONFINED = "unconfined"  # the copy's only frame when it could not load its filter
+_TICK_MS = 50  # how often the worker looks at the time while the copy runs
 
 
 def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any], bytes]:
@@ -66,12 +68,20 @@ def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any
     files, sig, offsets = snapshot.capture_files(), snapshot.signature(), snapshot.capture_offsets()
     ours, theirs = socket.socketpair()
     copy = [0]  # the copy's pid once forked: a SIGINT before that is passed on after
+    interrupted = [0.0]  # when the host's SIGINT came
 
     def forward(signum: int, frame: object) -> None:
+        interrupted[0] = interrupted[0] or time.monotonic()
         if copy[0] > 0:
             _signal(copy[0], signal.SIGINT)
         else:
             copy[0] = -1
+
+    def kill_at() -> float | None:
+        """A copy that ignores the interrupt is killed here, well before the host would
+        kill the worker for it (``grace_seconds`` after the interrupt)."""
+        grace = float(msg.get("grace_seconds", 1.0))
+        return interrupted[0] + grace / 2 if interrupted[0] else None
 
     previous = signal.signal(signal.SIGINT, forward)
     try:
@@ -89,7 +99,7 @@ def run(worker: Worker, msg: dict[str, Any], blob: bytes) -> tuple[dict[str, Any
         if early:
             _signal(pid, signal.SIGINT)
         budget = int(msg.get("max_bytes", 1 << 30))
-        frames, broken = _collect(ours, pid, budget, len(steps))
+        frames, broken = _collect(ours, pid, budget, len(steps), kill_at)
         _, status = os.waitpid(pid, 0)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -123,10 +133,14 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _collect(
-    sock: socket.socket, pid: int, max_bytes: int, steps: int
+    sock: socket.socket,
+    pid: int,
+    max_bytes: int,
+    steps: int,
+    kill_at: Callable[[], float | None],
 ) -> tuple[list[tuple[dict[str, Any], bytes]], str | None]:
     """The copy's frames until it exits (at most one per step, their blobs together at most
-    ``max_bytes``); why they were cut short, if they were."""
+    ``max_bytes``; killed once past ``kill_at()``); why they were cut short, if they were."""
     reader = protocol.FrameReader(max_header=_HEADER_MAX, max_blob=max_bytes)
     frames: list[tuple[dict[str, Any], bytes]] = []
     size, broken = 0, None
@@ -135,11 +149,15 @@ def _collect(
     poller.register(sock.fileno(), select.POLLIN)
     poller.register(pidfd, select.POLLIN)
     sock.setblocking(False)
-    reading, exited = True, False
+    reading, exited, killed = True, False, False
     try:
         while True:
-            ready = {fd for fd, _ in poller.poll()}
+            ready = {fd for fd, _ in poller.poll(_TICK_MS)}  # a SIGINT does not end a poll
             exited = exited or pidfd in ready
+            when = kill_at()
+            if not killed and when is not None and time.monotonic() >= when:
+                _signal(pid, signal.SIGKILL)
+                killed = True
             while reading:  # what the copy wrote so far (all of it, once it exited)
                 try:
                     data = sock.recv(1 << 16)
