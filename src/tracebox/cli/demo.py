@@ -216,7 +216,7 @@ def _demo_trace(d: _Demo) -> None:
 
 def _demo_checkpoint(d: _Demo) -> None:
     s = d.session
-    d.section("6 · Checkpoint, break, restore; fork")
+    d.section("6 · Checkpoint, break, restore; fork; a trial")
     cp = s.checkpoint()
     d.note("checkpoint taken")
     d.step("Wreck the state and the files:", "del area\nradius = None\nopen('notes.txt', 'w')")
@@ -237,6 +237,15 @@ def _demo_checkpoint(d: _Demo) -> None:
     )
     for kid in kids:
         kid.close()
+    wreck = "radius = 100\nimport os\nos.path.exists('notes.txt') and os.remove('notes.txt')"
+    t = s.trial([wreck], [("area", (2,), {})])
+    d.note(f"trial: in a throwaway copy, radius = 100 and area(2) = {t.calls[0].returned}")
+    r = d.step("The session after the trial:", "radius")
+    d.expect(
+        t.ok and t.calls[0].returned == 12.57 and r.value == "3",
+        "the trial ran in a copy and left the session as it was",
+        f"the trial leaked into the session: {t.status}, {r.value}",
+    )
 
 
 def _demo_verify(d: _Demo) -> None:
@@ -300,5 +309,5 @@ def demo() -> None:
     out.print(
         f"[bold green]✔ all {d.passed} checks behaved[/]: state persisted, a timeout and a "
         f"memory bomb were contained, every escape was blocked, the run was traced, "
-        f"restored and forked, and reward hacks failed ({took:.1f} s)"
+        f"restored, forked and tried, and reward hacks failed ({took:.1f} s)"
     )
