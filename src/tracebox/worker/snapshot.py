@@ -129,8 +129,11 @@ def signature(root: str = SESSION_MOUNT) -> list[tuple[str, int, int, int, int]]
         for name in [*dirs, *names]:
             path = os.path.join(here, name)
             st = os.lstat(path)
-            if st.st_dev == dev:
-                sig.append((path, st.st_ino, st.st_mode, st.st_size, st.st_ctime_ns))
+            if st.st_dev != dev:  # a mount point: not the session's files (as capture_files)
+                if name in dirs:
+                    dirs.remove(name)
+                continue
+            sig.append((path, st.st_ino, st.st_mode, st.st_size, st.st_ctime_ns))
     return sig
 
 
