@@ -34,7 +34,15 @@ if TYPE_CHECKING:
     from tracebox.session.runtime import AsyncRuntime, AsyncSession, Runtime
     from tracebox.session.session import Session
     from tracebox.trace.config import TraceConfig
-    from tracebox.types import CallResult, ErrorInfo, Limits, RunResult, RunStatus, SessionState
+    from tracebox.types import (
+        CallResult,
+        ErrorInfo,
+        Limits,
+        RunResult,
+        RunStatus,
+        SessionState,
+        Trial,
+    )
 
 __version__ = "0.1.0"
 
@@ -52,6 +60,7 @@ _LAZY = {
     "RunResult": "tracebox.types",
     "RunStatus": "tracebox.types",
     "SessionState": "tracebox.types",
+    "Trial": "tracebox.types",
 }
 
 
@@ -85,6 +94,7 @@ __all__ = [
     "TraceConfig",
     "TraceboxError",
     "TransferError",
+    "Trial",
     "UnpicklableValue",
     "ValueTooLarge",
 ]
