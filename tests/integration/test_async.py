@@ -27,6 +27,9 @@ async def test_async_sessions_run_concurrently_and_keep_state() -> None:
         r = await sessions[1].run("print('hi')", on_output=lambda _s, text: seen.append(text))
         assert r.stdout == "hi\n"
         assert "".join(seen) == "hi\n"
+        t = await sessions[3].trial(["n = -1\nn * 2"], cpu_seconds=2)
+        assert t.ok and t.runs[0].value == "-2"
+        assert (await sessions[3].run("n")).value == "3"  # the trial ran in a copy
         async with sessions[2] as s:
             assert s.state is SessionState.READY
         assert sessions[2].state is SessionState.CLOSED

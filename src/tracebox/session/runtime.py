@@ -7,7 +7,7 @@ import functools
 import os
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tracebox.errors import RuntimeClosed
@@ -17,9 +17,10 @@ from tracebox.session.output import OutputCallback
 from tracebox.session.pool import WarmPool
 from tracebox.session.session import Session
 from tracebox.session.template import Template
+from tracebox.session.trial import Call
 from tracebox.trace.config import TraceConfig
 from tracebox.trace.settings import Mode
-from tracebox.types import CallResult, Limits, RunResult, SessionState
+from tracebox.types import CallResult, Limits, RunResult, SessionState, Trial
 
 
 def _spawn_limits(limits: Limits) -> SpawnLimits:
@@ -186,6 +187,15 @@ class AsyncSession:
         """See ``Session.call``."""
         call = functools.partial(self.sync.call, name, *args, trace__=trace__, **kwargs)
         return await asyncio.to_thread(call)
+
+    async def trial(
+        self,
+        cells: Sequence[str] = (),
+        calls: Sequence[Call] = (),
+        **options: Any,
+    ) -> Trial:
+        """See ``Session.trial`` (same keyword options)."""
+        return await asyncio.to_thread(functools.partial(self.sync.trial, cells, calls, **options))
 
     def interrupt(self) -> None:
         """See ``Session.interrupt``; not a coroutine, so it works from anywhere."""
