@@ -56,6 +56,7 @@ bench: setup
 	$(PY) bench/bench_checkpoint.py
 	$(PY) bench/bench_checkpoint.py --huge-pages
 	$(PY) bench/bench_journal.py
+	$(PY) bench/bench_verify.py
 	$(MAKE) bench-trace
 
 # The tracer on both interpreters: settrace on 3.11, sys.monitoring on the newest.
