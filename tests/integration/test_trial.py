@@ -218,7 +218,11 @@ def test_bad_arguments_are_refused_before_anything_runs(s: Session) -> None:
         s.trial([], [("add", [1], {})])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         s.trial([], [(1, (), {})])  # type: ignore[list-item]
-    assert s.run("1 + 1").value == "2"
+    with pytest.raises(TypeError, match="for one, pass"):
+        s.trial("counter = 0")
+    with pytest.raises(TypeError, match="not 'add'"):
+        s.trial([], ("add", (1,), {}))  # type: ignore[arg-type]
+    assert s.run("counter").value == "10"
 
 
 # -- the session is left as it was ---------------------------------------------------------

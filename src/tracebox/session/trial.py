@@ -40,15 +40,25 @@ def request(
     common: dict[str, Any] = {"max_value_chars": limits.max_value_chars}
     if trace is not None:
         common["trace"] = trace
+    if isinstance(cells, str):
+        raise TypeError("a trial's cells are a list of code strings: for one, pass [code]")
     for code in cells:
         if not isinstance(code, str):
             raise TypeError(f"a trial's cells must be str, not {type(code).__name__}")
         steps.append({**common, "op": "run", "code": code, "stateful": stateful})
     room = limits.max_transfer_bytes
     for call in calls:
+        if not (
+            isinstance(call, tuple)
+            and len(call) == 3
+            and isinstance(call[0], str)
+            and isinstance(call[1], tuple)
+            and isinstance(call[2], dict)
+        ):
+            raise TypeError(
+                f"a trial's calls are (name: str, args: tuple, kwargs: dict), not {call!r:.80}"
+            )
         name, args, kwargs = call
-        if not isinstance(name, str) or not isinstance(args, tuple) or not isinstance(kwargs, dict):
-            raise TypeError("a trial's calls are (name: str, args: tuple, kwargs: dict)")
         data = transfer.dumps((args, kwargs), room)
         room -= len(data)
         steps.append({**common, "op": "call", "name": name, "blob": len(data)})
