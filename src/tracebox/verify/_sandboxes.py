@@ -120,9 +120,10 @@ class Sandboxes:
 
     def _restored(self, limits: Limits, stateful: bool) -> Session | None:
         base = self._base(limits, stateful)
-        if base is not None:
-            base.dirty = True
-        return None if base is None else base.session
+        if base is None:
+            return None
+        base.dirty = True
+        return base.session
 
     def pristine(self, limits: Limits) -> Session | None:
         """This thread's pristine candidate sandbox, to run trials in (``Session.trial``

@@ -24,6 +24,7 @@ import signal
 import socket
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tracebox.sandbox import _linux as L
@@ -54,27 +55,33 @@ class _Entry:
 Files = dict[str, _Entry]
 
 
+def _entries(root: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Every directory and file under ``root`` with its ``lstat``, on ``root``'s file system
+    only (what is mounted inside is not the session's)."""
+    dev = os.lstat(root).st_dev
+    for here, dirs, names in os.walk(root):
+        for name in [*dirs, *names]:
+            path = os.path.join(here, name)
+            st = os.lstat(path)
+            if st.st_dev != dev:
+                if name in dirs:
+                    dirs.remove(name)
+                continue
+            yield path, st
+
+
 def capture_files(root: str = SESSION_MOUNT) -> Files:
     """Every directory, regular file and symlink under ``root`` (one file system only)."""
     files: Files = {}
-    dev = os.lstat(root).st_dev
-    for here, dirs, names in os.walk(root):
-        for d in list(dirs):
-            path = os.path.join(here, d)
-            st = os.lstat(path)
-            if st.st_dev != dev:  # a mount point: not the session's files
-                dirs.remove(d)
-                continue
+    for path, st in _entries(root):
+        if stat.S_ISDIR(st.st_mode):
             files[path] = _Entry(stat.S_IMODE(st.st_mode))
-        for name in names:
-            path = os.path.join(here, name)
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                files[path] = _Entry(0o777, link=os.readlink(path))
-            elif stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:
-                    files[path] = _Entry(stat.S_IMODE(st.st_mode), data=f.read())
-            # sockets, fifos: nothing to keep (no process is behind them after a restore)
+        elif stat.S_ISLNK(st.st_mode):
+            files[path] = _Entry(0o777, link=os.readlink(path))
+        elif stat.S_ISREG(st.st_mode):
+            with open(path, "rb") as f:
+                files[path] = _Entry(stat.S_IMODE(st.st_mode), data=f.read())
+        # sockets, fifos: nothing to keep (no process is behind them after a restore)
     return files
 
 
@@ -123,18 +130,9 @@ def _kind(entry: _Entry) -> int:
 def signature(root: str = SESSION_MOUNT) -> list[tuple[str, int, int, int, int]]:
     """What says whether anything under ``root`` changed: each entry's inode, mode, size
     and change time (which every write, rename, chmod and utime moves, and nobody sets)."""
-    dev = os.lstat(root).st_dev
-    sig = []
-    for here, dirs, names in os.walk(root):
-        for name in [*dirs, *names]:
-            path = os.path.join(here, name)
-            st = os.lstat(path)
-            if st.st_dev != dev:  # a mount point: not the session's files (as capture_files)
-                if name in dirs:
-                    dirs.remove(name)
-                continue
-            sig.append((path, st.st_ino, st.st_mode, st.st_size, st.st_ctime_ns))
-    return sig
+    return [
+        (path, st.st_ino, st.st_mode, st.st_size, st.st_ctime_ns) for path, st in _entries(root)
+    ]
 
 
 _TICK_NS = 20_000_000  # coarser than any kernel's file time stamps (a jiffy at HZ=100 is 10 ms)

@@ -164,8 +164,9 @@ def _collect(
                 except BlockingIOError:
                     break
                 try:
-                    frames.extend(reader.feed(data))
-                    size = sum(len(b) for _, b in frames)
+                    new = reader.feed(data)
+                    frames.extend(new)
+                    size += sum(len(b) for _, b in new)
                     if len(frames) > max(steps, 1) or size > max_bytes:
                         raise protocol.FrameError(
                             f"more than its {steps} replies, or over {max_bytes} bytes"
